@@ -1,0 +1,1 @@
+"""Pure-torch references: they run everywhere and define correctness."""

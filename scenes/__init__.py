@@ -1,0 +1,1 @@
+"""Scene bundles shipped with latentscape (the demo among them)."""

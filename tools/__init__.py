@@ -1,0 +1,1 @@
+"""Command-line tools of latentscape (``latentscape.tools``): the CLI and recipes."""
