@@ -1,0 +1,153 @@
+"""The NeRF field: hash grid -> density MLP -> (density, geometry features);
+spherical harmonics of the view direction + features -> colour MLP -> rgb.
+
+The layout follows instant-ngp's NeRF network: MLPs without biases (tiny-cuda-nn's
+FullyFusedMLP has none), the density MLP's whole 16-wide output (raw density first)
+feeds the colour MLP, density = exp(raw) with a clamped gradient.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from latentscape.errors import ConfigError
+from latentscape.kernels.reference.hashgrid import GridLayout, per_level_scale_for
+from latentscape.kernels.reference.sh import sh_encode
+
+
+@dataclass
+class FieldConfig:
+    """Hyper-parameters of the NeRF field (stored in ``scene.toml`` under ``[field.config]``)."""
+
+    n_levels: int = 16
+    """Hash-grid levels L."""
+    n_features_per_level: int = 2
+    """Features per level F (1, 2, 4 or 8)."""
+    log2_hashmap_size: int = 19
+    """log2 of the maximum entries per level T."""
+    base_resolution: int = 16
+    """Vertices per side of the coarsest level."""
+    finest_resolution: int = 2048
+    """Vertices per side wanted at the finest level; sets per_level_scale."""
+    density_hidden: int = 64
+    """Width of the density MLP's hidden layers."""
+    density_layers: int = 1
+    """Hidden layers of the density MLP."""
+    geo_features: int = 15
+    """Geometry features passed to the colour MLP besides the raw density."""
+    color_hidden: int = 64
+    """Width of the colour MLP's hidden layers."""
+    color_layers: int = 2
+    """Hidden layers of the colour MLP."""
+    sh_degree: int = 4
+    """Spherical-harmonics degree of the view-direction encoding (degree**2 values)."""
+    aabb: list[float] = field(default_factory=lambda: [-1.0, -1.0, -1.0, 1.0, 1.0, 1.0])
+    """Axis-aligned box (min xyz, max xyz) in normalised scene units that the grid covers."""
+
+    @classmethod
+    def from_dict(cls, data: dict, *, source: str = "field config") -> "FieldConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"unknown keys in {source}: {sorted(unknown)}", hint=f"known keys: {sorted(known)}")
+        try:
+            cfg = cls(**data)
+            cfg.validate()
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"invalid {source}: {err}") from None
+        return cfg
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        if len(self.aabb) != 6 or any(self.aabb[i] >= self.aabb[i + 3] for i in range(3)):
+            raise ValueError("aabb must be [xmin, ymin, zmin, xmax, ymax, zmax] with min < max")
+        if self.finest_resolution < self.base_resolution:
+            raise ValueError("finest_resolution must be >= base_resolution")
+        self.layout()  # checks the grid parameters
+
+    def layout(self) -> GridLayout:
+        return GridLayout(
+            n_levels=self.n_levels,
+            n_features_per_level=self.n_features_per_level,
+            log2_hashmap_size=self.log2_hashmap_size,
+            base_resolution=self.base_resolution,
+            per_level_scale=per_level_scale_for(self.base_resolution, self.finest_resolution, self.n_levels),
+        )
+
+
+class _TruncExp(torch.autograd.Function):
+    """exp with its gradient clamped (as torch-ngp / nerfstudio) to keep training stable."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.exp(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * torch.exp(x.clamp(-15, 15))
+
+
+def trunc_exp(x: torch.Tensor) -> torch.Tensor:
+    return _TruncExp.apply(x)
+
+
+def make_mlp(n_in: int, hidden: int, layers: int, n_out: int) -> nn.Sequential:
+    """Bias-free ReLU MLP, as tiny-cuda-nn's FullyFusedMLP."""
+    mods: list[nn.Module] = []
+    width = n_in
+    for _ in range(layers):
+        mods += [nn.Linear(width, hidden, bias=False), nn.ReLU()]
+        width = hidden
+    mods.append(nn.Linear(width, n_out, bias=False))
+    return nn.Sequential(*mods)
+
+
+class NerfField(nn.Module):
+    """Density and colour of points in the normalised scene box.
+
+    ``encoding`` is the hash-grid op (a backend from :mod:`latentscape.kernels`); it reads
+    the flat buffer ``grid`` laid out exactly as tiny-cuda-nn lays it out.
+    """
+
+    def __init__(self, config: FieldConfig, encoding=None):
+        super().__init__()
+        self.config = config
+        self.layout = config.layout()
+        self.grid = nn.Parameter(torch.empty(self.layout.n_params).uniform_(-1e-4, 1e-4))
+        self.density_mlp = make_mlp(self.layout.n_output_dims, config.density_hidden, config.density_layers, 1 + config.geo_features)
+        self.color_mlp = make_mlp(config.sh_degree**2 + 1 + config.geo_features, config.color_hidden, config.color_layers, 3)
+        aabb = torch.tensor(config.aabb, dtype=torch.float32)
+        self.register_buffer("aabb", aabb, persistent=False)
+        if encoding is None:
+            from latentscape.kernels.backend import select_encoding
+
+            encoding = select_encoding("torch")
+        self.encoding = encoding
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Scene points -> [0, 1]^3 grid coordinates (clamped)."""
+        lo, hi = self.aabb[:3], self.aabb[3:]
+        return ((x - lo) / (hi - lo)).clamp(0.0, 1.0)
+
+    def density_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: [N, 3] scene points -> (sigma [N], features [N, 1 + geo_features])."""
+        h = self.encoding(self.normalize(x), self.grid, self.layout)
+        out = self.density_mlp(h)
+        return trunc_exp(out[:, 0]), out
+
+    def density(self, x: torch.Tensor) -> torch.Tensor:
+        return self.density_and_features(x)[0]
+
+    def forward(self, x: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: [N, 3] points, d: [N, 3] unit directions -> (sigma [N], rgb [N, 3])."""
+        sigma, feats = self.density_and_features(x)
+        rgb = torch.sigmoid(self.color_mlp(torch.cat((sh_encode(d, self.config.sh_degree), feats), -1)))
+        return sigma, rgb

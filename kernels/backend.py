@@ -1,0 +1,103 @@
+"""Backend selection for the hot ops: ``auto | torch | triton | tcnn``.
+
+``torch`` is the reference and runs everywhere. ``triton`` needs CUDA (or
+``TRITON_INTERPRET=1`` for parity tests on the CPU). ``tcnn`` needs ``tinycudann`` on
+CUDA. ``auto`` picks the best available (tcnn > triton > torch) and warns once when it
+falls back; an explicitly requested backend that cannot load raises
+:class:`~latentscape.errors.BackendError`. The environment variable
+``LATENTSCAPE_BACKEND`` overrides a scene's choice.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Callable
+
+import torch
+
+from latentscape.errors import BackendError
+
+BACKENDS = ("auto", "torch", "triton", "tcnn")
+ENV_VAR = "LATENTSCAPE_BACKEND"
+
+Encoding = Callable[[torch.Tensor, torch.Tensor, object], torch.Tensor]
+
+_warned: set[str] = set()
+
+
+def requested_backend(scene_choice: str | None = None) -> str:
+    """The backend asked for: the environment variable wins over the scene."""
+    choice = os.environ.get(ENV_VAR) or scene_choice or "auto"
+    if choice not in BACKENDS:
+        raise BackendError(f"unknown backend {choice!r}", hint=f"use one of {', '.join(BACKENDS)} (in scene.toml or ${ENV_VAR})")
+    return choice
+
+
+def _triton_problem(device: torch.device | None) -> str | None:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return "triton is not installed (pip install 'latentscape[triton]')"
+    interpret = os.environ.get("TRITON_INTERPRET") == "1"
+    if not interpret and not torch.cuda.is_available():
+        return "triton needs a CUDA device (or TRITON_INTERPRET=1 for CPU parity tests)"
+    if device is not None and device.type != "cuda" and not interpret:
+        return f"triton kernels run on CUDA tensors, the scene is on {device}"
+    try:
+        import latentscape.kernels.hashgrid  # noqa: F401
+    except ImportError as err:
+        return f"the triton kernels failed to import: {err}"
+    return None
+
+
+def _tcnn_problem(device: torch.device | None) -> str | None:
+    if not torch.cuda.is_available() or (device is not None and device.type != "cuda"):
+        return "tinycudann needs a CUDA device"
+    try:
+        import tinycudann  # noqa: F401
+    except ImportError:
+        return "tinycudann is not installed (build it from source: see README, 'CUDA')"
+    return None
+
+
+def resolve_backend(choice: str | None = None, device: torch.device | str | None = None) -> str:
+    """Turn a request into the backend that will run, raising or warning as documented."""
+    choice = requested_backend(choice)
+    device = torch.device(device) if device is not None else None
+    problems = {"triton": _triton_problem, "tcnn": _tcnn_problem}
+    if choice == "torch":
+        return "torch"
+    if choice in problems:
+        problem = problems[choice](device)
+        if problem:
+            raise BackendError(f"backend {choice!r} was requested but cannot load: {problem}",
+                               hint=f"install what it needs, or ask for 'auto' or 'torch' (scene.toml or ${ENV_VAR})")
+        return choice
+    reasons = []
+    for name in ("tcnn", "triton"):
+        problem = problems[name](device)
+        if problem is None:
+            return name
+        reasons.append(f"{name}: {problem}")
+    on_gpu = device is not None and device.type == "cuda"
+    if on_gpu and "auto" not in _warned:
+        _warned.add("auto")
+        warnings.warn("backend 'auto' fell back to torch (" + "; ".join(reasons) + ")", stacklevel=2)
+    return "torch"
+
+
+def select_encoding(choice: str | None = None, device: torch.device | str | None = None) -> Encoding:
+    """The hash-grid encoding function of the resolved backend."""
+    backend = resolve_backend(choice, device)
+    if backend == "triton":
+        from latentscape.kernels.hashgrid import hashgrid_encode as triton_encode
+
+        return triton_encode
+    if backend == "tcnn":
+        from latentscape.kernels.tcnn import hashgrid_encode as tcnn_encode
+
+        return tcnn_encode
+    from latentscape.kernels.reference.hashgrid import hashgrid_encode
+
+    return hashgrid_encode

@@ -1,0 +1,211 @@
+"""Multiresolution hash-grid encoding in pure torch, with tiny-cuda-nn's exact semantics.
+
+This is the reference every other backend (Triton, tinycudann) is checked against.
+The facts it follows are tiny-cuda-nn's ``encodings/grid.h`` (our own code):
+
+* level ``l`` has ``scale = exp2(l * log2(per_level_scale)) * base_resolution - 1``
+  (float32) and ``resolution = ceil(scale) + 1`` vertices per side;
+* a coordinate ``x`` in [0, 1] is looked up at ``pos = scale * x + 0.5``, split into
+  ``cell = floor(pos)`` and ``frac = pos - cell``;
+* level ``l`` holds ``min(next_multiple(resolution^3, 8), 2^log2_hashmap_size)`` entries;
+  levels are laid out one after another in one flat buffer, entry ``e`` of level ``l``
+  at ``(offset[l] + e) * F`` with its ``F`` features adjacent;
+* a corner's index is dense (``x + y*res + z*res^2``) when ``resolution^3`` fits in the
+  level, otherwise the CoherentPrime hash ``x ^ y*2654435761 ^ z*805459861`` in uint32;
+  either way taken modulo the level's entry count;
+* trilinear weights are products of ``frac`` / ``1 - frac``; output is the levels'
+  ``F`` features concatenated (``n_levels * F`` values per point).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import torch
+
+PRIMES = (1, 2654435761, 805459861)
+UINT32 = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class GridLayout:
+    """Static description of a hash grid: per-level scales, resolutions and offsets."""
+
+    n_levels: int
+    n_features_per_level: int
+    log2_hashmap_size: int
+    base_resolution: int
+    per_level_scale: float
+    n_dims: int = 3
+
+    def __post_init__(self) -> None:
+        if self.n_features_per_level not in (1, 2, 4, 8):
+            raise ValueError("n_features_per_level must be 1, 2, 4 or 8 (as tiny-cuda-nn)")
+        if self.n_levels < 1 or self.log2_hashmap_size < 1 or self.base_resolution < 1:
+            raise ValueError("n_levels, log2_hashmap_size and base_resolution must be positive")
+        if self.per_level_scale < 1.0:
+            raise ValueError("per_level_scale must be >= 1")
+        if self.n_dims != 3:
+            raise ValueError("only 3-D grids are implemented")
+
+    @cached_property
+    def scales(self) -> tuple[float, ...]:
+        """Per-level ``scale`` in float32 arithmetic, as tiny-cuda-nn computes it."""
+        log2_pls = np.float32(np.log2(np.float32(self.per_level_scale)))
+        out = []
+        for level in range(self.n_levels):
+            s = np.exp2(np.float32(level) * log2_pls, dtype=np.float32)
+            out.append(float(np.float32(s * np.float32(self.base_resolution) - np.float32(1.0))))
+        return tuple(out)
+
+    @cached_property
+    def resolutions(self) -> tuple[int, ...]:
+        return tuple(int(math.ceil(s)) + 1 for s in self.scales)
+
+    @cached_property
+    def level_sizes(self) -> tuple[int, ...]:
+        """Entries per level: dense size rounded up to 8, capped at the table size."""
+        cap = 1 << self.log2_hashmap_size
+        sizes = []
+        for res in self.resolutions:
+            dense = min(res**self.n_dims, (1 << 31) - 1)
+            dense = (dense + 7) // 8 * 8
+            sizes.append(min(dense, cap))
+        return tuple(sizes)
+
+    @cached_property
+    def offsets(self) -> tuple[int, ...]:
+        """Start entry of each level, and the total entry count last."""
+        out = [0]
+        for size in self.level_sizes:
+            out.append(out[-1] + size)
+        return tuple(out)
+
+    @cached_property
+    def dense(self) -> tuple[bool, ...]:
+        """Whether each level is indexed densely (resolution^3 fits in its entries)."""
+        return tuple(res**self.n_dims <= size for res, size in zip(self.resolutions, self.level_sizes))
+
+    @property
+    def n_params(self) -> int:
+        return self.offsets[-1] * self.n_features_per_level
+
+    @property
+    def n_output_dims(self) -> int:
+        return self.n_levels * self.n_features_per_level
+
+    def tensors(self, device: torch.device | str) -> dict[str, torch.Tensor]:
+        """Per-level tables as tensors (cached per device by callers)."""
+        return {
+            "scale": torch.tensor(self.scales, dtype=torch.float32, device=device),
+            "res": torch.tensor(self.resolutions, dtype=torch.int64, device=device),
+            "size": torch.tensor(self.level_sizes, dtype=torch.int64, device=device),
+            "offset": torch.tensor(self.offsets[:-1], dtype=torch.int64, device=device),
+            "dense": torch.tensor(self.dense, dtype=torch.bool, device=device),
+            # Resolutions grow with the level, so the dense levels are a prefix.
+            "n_dense": sum(self.dense),
+        }
+
+
+def per_level_scale_for(base_resolution: int, finest_resolution: int, n_levels: int) -> float:
+    """The growth factor that takes ``base_resolution`` to ``finest_resolution`` in ``n_levels``."""
+    if n_levels == 1:
+        return 1.0
+    return math.exp((math.log(finest_resolution) - math.log(base_resolution)) / (n_levels - 1))
+
+
+def init_params(layout: GridLayout, generator: torch.Generator | None = None) -> torch.Tensor:
+    """tiny-cuda-nn's initialisation: uniform in [-1e-4, 1e-4]."""
+    p = torch.empty(layout.n_params, dtype=torch.float32)
+    p.uniform_(-1e-4, 1e-4, generator=generator)
+    return p
+
+
+def corner_indices(cell: torch.Tensor, tables: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Global entry index of the 8 corners of each cell.
+
+    cell: [N, L, 3] int64 (lower corner per level) -> [N, L, 8] int entry indices,
+    corner ``i`` taking ``cell + ((i >> 0) & 1, (i >> 1) & 1, (i >> 2) & 1)``.
+
+    Per dimension the two candidate coordinates (cell, cell + 1) are turned into their
+    contribution to the index ([N, L, 2] each); the 8 corners are then one broadcast
+    ([N, L, z, y, x], x varying fastest). Dense levels add contributions and wrap at
+    the level size; hashed levels XOR them (their size is the table size, a power of
+    two, so ``% size`` is a mask that distributes over XOR). Full-size arithmetic runs
+    in int32, which holds every index (at most 2^31 entries).
+    """
+    n, levels = cell.shape[:2]
+    step = torch.arange(2, device=cell.device)
+    c = [(cell[..., k:k + 1] + step) & UINT32 for k in range(3)]  # uint32 wrap as tiny-cuda-nn
+    res = tables["res"][None, :, None]
+    dense = tables["dense"][None, :, None]
+    mask = tables["size"][None, :, None] - 1
+    offset = tables["offset"][None, :, None, None, None].to(torch.int32)
+    size = tables["size"][None, :, None, None, None].to(torch.int32)
+    ax = torch.where(dense, c[0], (c[0] * PRIMES[0]) & mask).to(torch.int32)
+    ay = torch.where(dense, c[1] * res, (c[1] * PRIMES[1]) & mask).to(torch.int32)
+    az = torch.where(dense, c[2] * res * res, (c[2] * PRIMES[2]) & mask).to(torch.int32)
+    ax, ay, az = ax[:, :, None, None, :], ay[:, :, None, :, None], az[:, :, :, None, None]
+    n_dense = tables["n_dense"]
+    parts = []
+    if n_dense:
+        s = slice(0, n_dense)
+        idx = ax[:, s] + ay[:, s] + az[:, s]
+        # Dense indices exceed the level size only past the far edge, by less than one size.
+        idx = torch.where(idx >= size[:, s], idx - size[:, s], idx)
+        parts.append(idx + offset[:, s])
+    if n_dense < levels:
+        s = slice(n_dense, levels)
+        parts.append((ax[:, s] ^ ay[:, s] ^ az[:, s]) + offset[:, s])
+    idx = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+    return idx.reshape(n, levels, 8)
+
+
+def corner_weights(frac: torch.Tensor) -> torch.Tensor:
+    """Trilinear weights of the 8 corners, in the order of :func:`corner_indices`.
+
+    frac: [N, L, 3] -> [N, L, 8]
+    """
+    wx = torch.stack((1.0 - frac[..., 0], frac[..., 0]), -1)
+    wy = torch.stack((1.0 - frac[..., 1], frac[..., 1]), -1)
+    wz = torch.stack((1.0 - frac[..., 2], frac[..., 2]), -1)
+    w = wz[:, :, :, None, None] * wy[:, :, None, :, None] * wx[:, :, None, None, :]
+    return w.reshape(*frac.shape[:2], 8)
+
+
+def hashgrid_encode(x: torch.Tensor, params: torch.Tensor, layout: GridLayout) -> torch.Tensor:
+    """Encode points with the hash grid.
+
+    x:      [N, 3] float32 positions, expected in [0, 1]
+    params: [n_params] flat parameter buffer (float32 or float16)
+    returns [N, n_levels * F] float32
+    Differentiable w.r.t. ``params`` and ``x``.
+    """
+    if x.ndim != 2 or x.shape[1] != layout.n_dims:
+        raise ValueError(f"x must be [N, {layout.n_dims}], got {tuple(x.shape)}")
+    if params.shape != (layout.n_params,):
+        raise ValueError(f"params must be [{layout.n_params}], got {tuple(params.shape)}")
+    tables = _tables(layout, x.device)
+    F = layout.n_features_per_level
+    x = x.float()
+    pos = x[:, None, :] * tables["scale"][None, :, None] + 0.5  # [N, L, 3]
+    cell = torch.floor(pos).detach()
+    frac = pos - cell
+    idx = corner_indices(cell.long(), tables)  # [N, L, 8]
+    w = corner_weights(frac)  # [N, L, 8]
+    vals = torch.nn.functional.embedding(idx, params.view(-1, F)).float()  # [N, L, 8, F]
+    out = torch.einsum("nlc,nlcf->nlf", w, vals)
+    return out.reshape(x.shape[0], layout.n_output_dims)
+
+
+_TABLE_CACHE: dict[tuple[GridLayout, str], dict[str, torch.Tensor]] = {}
+
+
+def _tables(layout: GridLayout, device: torch.device) -> dict[str, torch.Tensor]:
+    key = (layout, str(device))
+    if key not in _TABLE_CACHE:
+        _TABLE_CACHE[key] = layout.tensors(device)
+    return _TABLE_CACHE[key]
