@@ -125,6 +125,7 @@ class _Loader:
             ("torch_utils.persistence", "_reconstruct_persistent_obj"): self._record_persistent,
             ("numpy", "ndarray"): np.ndarray,
             ("numpy", "dtype"): self._np_dtype,
+            ("_codecs", "encode"): self._latin1_bytes,  # how protocol 2 writes bytes
         }
         for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
             self._globals[(mod, "_reconstruct")] = self._np_reconstruct
@@ -289,6 +290,11 @@ class _Loader:
         if not isinstance(args, tuple):
             raise self.corrupt("_rebuild_from_type_v2 without an argument tuple")
         return func(*args)
+
+    def _latin1_bytes(self, text, encoding="utf-8"):
+        if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+            raise self.unsafe(f"_codecs.encode with encoding {encoding!r}")
+        return text.encode("latin1")
 
     def _np_dtype(self, spec, align=False, copy=False):
         try:
