@@ -27,6 +27,7 @@ def register(app: typer.Typer) -> None:
         lr: float = typer.Option(2e-3, help="Adam learning rate."),
         train_size: int = typer.Option(256, help="Longer side of the frames the teacher sees."),
         seed: int = typer.Option(0, help="Seed of the student init and the crops."),
+        holdout: float = typer.Option(0.15, help="Fraction of frames held out for metrics.json."),
         checkpoint_every: int = typer.Option(100, help="Steps between checkpoints."),
         time_budget: Optional[float] = typer.Option(None, help="Stop (and save) after this many seconds of training."),
         resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from OUT/checkpoint if present."),
@@ -50,7 +51,7 @@ def register(app: typer.Typer) -> None:
                                    hint="render the camera path into SCENE/frames/ first, or pass --frames DIR")
             folders.insert(0, scene_frames)
             sequence = True
-        cfg = DistillConfig(steps=steps, batch_size=batch_size, crop=crop, lr=lr, seed=seed, train_size=train_size,
+        cfg = DistillConfig(steps=steps, batch_size=batch_size, crop=crop, lr=lr, seed=seed, train_size=train_size, holdout=holdout,
                             sequence=sequence, checkpoint_every=checkpoint_every, time_budget_s=time_budget,
                             device=device)
         cfg.validate()
