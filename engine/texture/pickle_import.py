@@ -22,11 +22,16 @@ where ``meta`` holds the *source code* of the defining module, which a normal
 Then :func:`import_stylegan3` maps ``G_ema`` onto :class:`latentscape.texture.Generator`
 (the state-dict names line up one to one) and checks every name and shape.
 
-Parity with the official code on the same weights (fp32, CPU, noise_mode const):
-a small T and R generator (img_resolution 64, channel_base 2048, channel_max 64,
-random weights) built and pickled by the official repository, imported here, 4
-seeds with psi 0.7: max |diff| = 0.0 (T) and 0.0 (R) (see the report for the exact
-script; measured with ``PYTHONPATH=/tmp/stylegan3 python /tmp/sg3_parity.py``).
+Parity with the official code on the same weights (fp32, CPU, noise_mode const),
+measured 2026-11 on the 2-core CPU: official ``training.networks_stylegan3.Generator``
+(NVlabs/stylegan3 c233a91, in /tmp, never committed) at img_resolution 64, z/w_dim 32,
+T: channel_base 2048 / channel_max 64, R: conv_kernel 1, channel_base 4096 / channel_max
+128, radial filters; every parameter and w_avg/magnitude_ema perturbed; pickled as the
+training loop does (dict G/D/G_ema/augment_pipe/training_set_kwargs); imported here;
+seeds 0-3 through ``RandomState(seed).randn``, psi 0.7: max |diff| = 0.0 for T and for R.
+Command: ``cd /tmp/stylegan3 && PYTHONPATH=/tmp/stylegan3:<scipy>:<pkg_resources shim>
+python /tmp/sg3_parity.py``. Filters designed by :mod:`latentscape.texture.filters` match
+scipy's to 0.0 (separable) and 1e-8 (radial) at 64 and 256 px.
 """
 
 from __future__ import annotations
