@@ -48,13 +48,20 @@ class RenderOutput:
 
 
 def render_rays(field: NerfField, grid: OccupancyGrid, o: torch.Tensor, d: torch.Tensor, cfg: RenderConfig,
-                background: torch.Tensor, *, jitter: bool = False) -> RenderOutput:
-    """Render a batch of rays (differentiable w.r.t. the field's parameters)."""
+                background: torch.Tensor, *, jitter: bool = False, tmax: torch.Tensor | None = None) -> RenderOutput:
+    """Render a batch of rays (differentiable w.r.t. the field's parameters).
+
+    background: [3] or [N, 3], seen through whatever the field leaves transparent.
+    tmax: optional [N] distances where an opaque surface (a mesh layer) stops the ray;
+    the background then stands for that surface, so occlusion is right both ways.
+    """
     n = o.shape[0]
     dev = o.device
     aabb = field.aabb
     dt = cfg.step_size(aabb)
     tnear, tfar = ray_aabb(o, d, aabb, cfg.near)
+    if tmax is not None:
+        tfar = torch.minimum(tfar, tmax)
     if jitter:
         tnear = tnear + torch.rand_like(tnear) * dt
     max_rounds = math.ceil(cfg.steps_per_diagonal / cfg.segment) + 1
@@ -87,7 +94,7 @@ def render_rays(field: NerfField, grid: OccupancyGrid, o: torch.Tensor, d: torch
         t_start = t_start.index_copy(0, alive, t[:, -1] + 0.5 * dt)
         keep = (trans_out.detach() > cfg.early_stop) & (t[:, -1] + 0.5 * dt < tfar[alive])
         alive = alive[keep]
-    rgb = rgb + (1.0 - opacity)[:, None] * background.to(dev)
+    rgb = rgb + (1.0 - opacity)[:, None] * background.to(dev).expand(n, 3)
     # Depth as the expected distance over the visible part (0 where nothing was hit).
     depth = depth / opacity.clamp_min(1e-6)
     return RenderOutput(rgb, depth, opacity, samples)
@@ -95,11 +102,14 @@ def render_rays(field: NerfField, grid: OccupancyGrid, o: torch.Tensor, d: torch
 
 @torch.no_grad()
 def render_camera(field: NerfField, grid: OccupancyGrid, cam: Camera, cfg: RenderConfig, background,
-                  *, world_to_field: tuple[torch.Tensor, float] | None = None) -> RenderOutput:
+                  *, world_to_field: tuple[torch.Tensor, float] | None = None,
+                  background_image: torch.Tensor | None = None, depth_limit: torch.Tensor | None = None) -> RenderOutput:
     """Render a whole image for ``cam`` (poses in world units), chunked.
 
     ``world_to_field`` = (center [3], scale): the normalisation training applied; a
     world point p maps to (p - center) * scale. Depth comes back in world units.
+    ``background_image`` [H, W, 3] and ``depth_limit`` [H, W] (world units along the
+    ray, inf where nothing) put an opaque layer behind/inside the field.
     Returns rgb [H, W, 3], depth [H, W], alpha [H, W].
     """
     dev = field.aabb.device
@@ -109,16 +119,20 @@ def render_camera(field: NerfField, grid: OccupancyGrid, cam: Camera, cfg: Rende
         center, scale = world_to_field
         o = (o - center.to(dev)) * scale
     bg = torch.as_tensor(background, dtype=torch.float32, device=dev)
+    bg_rays = background_image.reshape(-1, 3).to(dev) if background_image is not None else None
+    tmax = depth_limit.reshape(-1).to(dev) * scale if depth_limit is not None else None
     outs = []
     samples = 0
     for i in range(0, o.shape[0], cfg.chunk):
-        r = render_rays(field, grid, o[i:i + cfg.chunk], d[i:i + cfg.chunk], cfg, bg)
+        sl = slice(i, i + cfg.chunk)
+        r = render_rays(field, grid, o[sl], d[sl], cfg, bg if bg_rays is None else bg_rays[sl],
+                        tmax=None if tmax is None else tmax[sl])
         samples += r.samples
         outs.append(r)
     rgb = torch.cat([r.rgb for r in outs])
     depth = torch.cat([r.depth for r in outs]) / scale
     alpha = torch.cat([r.alpha for r in outs])
-    rgb = torch.where(valid[:, None], rgb, bg)
+    rgb = torch.where(valid[:, None], rgb, bg if bg_rays is None else bg_rays)
     alpha = torch.where(valid, alpha, torch.zeros_like(alpha))
     h, w = cam.height, cam.width
     return RenderOutput(rgb.reshape(h, w, 3).clamp(0, 1), depth.reshape(h, w), alpha.reshape(h, w), samples)

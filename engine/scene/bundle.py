@@ -1,0 +1,274 @@
+"""Load and save scene bundles.
+
+A bundle is a folder::
+
+    scene.toml            what the scene is made of (sections below)
+    field.safetensors     NeRF weights: the flat hash-grid buffer (tiny-cuda-nn layout),
+                          the MLP matrices and the occupancy bitfield
+    cameras/*.json        named camera paths (nerfstudio camera_path.json format)
+    heldout/              held-out views (transforms.json + images) for evaluation
+    scene.lock            sha256 of every file (see :mod:`latentscape.scene.lock`)
+
+``scene.toml`` sections: ``[scene]`` (name, format, description, up axis),
+``[field]`` (weights file, backend, ``[field.config]`` = FieldConfig,
+``[field.normalization]`` = world -> field transform), ``[render]`` (RenderConfig,
+background, default size and fps), ``[cameras]`` (default name, ``[cameras.paths]``).
+Later sections (generators, layers, stylizer, adapters, plugins, guardrails) are
+read by their own components from :attr:`Scene.config`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import tomli_w
+
+from latentscape.errors import ConfigError, SceneError, WeightsError
+from latentscape.field.nerf import FieldConfig, NerfField
+from latentscape.render.camera_path import CameraPath, load_camera_path, orbit_path
+from latentscape.render.occupancy import OccupancyGrid
+from latentscape.render.renderer import RenderConfig
+from latentscape.scene.lock import verify_lock, write_lock
+
+SCENE_FORMAT = 1
+
+
+def demo_scene_path() -> Path:
+    """The demo scene shipped inside the package."""
+    import latentscape.scenes
+
+    return Path(latentscape.scenes.__file__).parent / "demo"
+
+
+@dataclass
+class Scene:
+    """A loaded, verified scene, ready to render."""
+
+    path: Path
+    name: str
+    version: str
+    config: dict
+    field: NerfField
+    grid: OccupancyGrid
+    render_config: RenderConfig
+    background: tuple[float, float, float]
+    center: torch.Tensor
+    scale: float
+    width: int
+    height: int
+    fps: float
+    up_axis: int
+    camera_paths: dict[str, Path] = dataclasses.field(default_factory=dict)
+    default_camera: str | None = None
+    backend: str = "torch"
+
+    @property
+    def device(self) -> torch.device:
+        return self.field.aabb.device
+
+    def camera_path(self, name: str | None = None, *, width: int | None = None, height: int | None = None) -> CameraPath:
+        """A named camera path of the scene (the default when ``name`` is None)."""
+        name = name or self.default_camera
+        if name is None or name not in self.camera_paths:
+            known = ", ".join(sorted(self.camera_paths)) or "none"
+            raise SceneError(f"scene has no camera path {name!r} (known: {known})", path=self.path / "scene.toml")
+        return load_camera_path(self.camera_paths[name], width=width, height=height)
+
+    def orbit(self, n_frames: int, width: int | None = None, height: int | None = None, **kw) -> CameraPath:
+        """A built-in orbit around the scene centre at the training cameras' distance."""
+        radius = kw.pop("radius", 2.0 / self.scale)
+        return orbit_path(n_frames, width or self.width, height or self.height, radius=radius,
+                          center=self.center.tolist(), up_axis=self.up_axis, fps=kw.pop("fps", self.fps), **kw)
+
+
+def _section(cfg: dict, name: str, path: Path) -> dict:
+    value = cfg.get(name, {})
+    if not isinstance(value, dict):
+        raise SceneError(f"[{name}] must be a table", path=path)
+    return value
+
+
+def _dataclass_from(cls, data: dict, what: str, path: Path):
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise SceneError(f"unknown keys in {what}: {sorted(unknown)}", path=path, hint=f"known keys: {sorted(known)}")
+    try:
+        return cls(**data)
+    except TypeError as err:
+        raise SceneError(f"invalid {what}: {err}", path=path) from None
+
+
+def load_scene(path: str | Path | None = None, *, device: str | torch.device = "cpu", backend: str | None = None,
+               verify: bool = True) -> Scene:
+    """Read a scene bundle, verify its lock, and build its field on ``device``.
+
+    ``path`` None loads the demo scene. ``backend`` overrides the scene's choice
+    (``LATENTSCAPE_BACKEND`` overrides both).
+    """
+    root = Path(path) if path is not None else demo_scene_path()
+    toml_path = root / "scene.toml"
+    if not root.is_dir():
+        raise SceneError("scene folder not found", path=root, hint="give a scene bundle folder (it holds scene.toml)")
+    if not toml_path.is_file():
+        raise SceneError("no scene.toml in this folder", path=root, hint="a scene bundle is a folder with scene.toml; `latentscape train` writes one")
+    version = verify_lock(root) if verify else "unverified"
+    try:
+        cfg = tomllib.loads(toml_path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise SceneError(f"malformed TOML: {err}", path=toml_path) from None
+    scene_sec = _section(cfg, "scene", toml_path)
+    if scene_sec.get("format", SCENE_FORMAT) > SCENE_FORMAT:
+        raise SceneError(f"scene format {scene_sec['format']} is newer than this latentscape understands ({SCENE_FORMAT})",
+                         path=toml_path, hint="upgrade latentscape")
+    field_sec = _section(cfg, "field", toml_path)
+    try:
+        fcfg = FieldConfig.from_dict(field_sec.get("config", {}), source="[field.config]")
+    except ConfigError as err:
+        raise SceneError(err.message, path=toml_path, hint=err.hint) from None
+    from latentscape.kernels.backend import resolve_backend, select_encoding
+
+    dev = torch.device(device)
+    chosen = resolve_backend(backend or field_sec.get("backend"), dev)
+    fld = NerfField(fcfg, encoding=select_encoding(chosen, dev))
+    grid = OccupancyGrid(fcfg.aabb, **_section(field_sec, "occupancy", toml_path))
+    weights = root / field_sec.get("weights", "field.safetensors")
+    _load_field_weights(weights, fld, grid)
+    norm = _section(field_sec, "normalization", toml_path)
+    center = torch.tensor(norm.get("center", [0.0, 0.0, 0.0]), dtype=torch.float32)
+    scale = float(norm.get("scale", 1.0))
+    render_sec = dict(_section(cfg, "render", toml_path))
+    background = tuple(float(v) for v in render_sec.pop("background", (1.0, 1.0, 1.0)))
+    width = int(render_sec.pop("width", 256))
+    height = int(render_sec.pop("height", 256))
+    fps = float(render_sec.pop("fps", 24.0))
+    rcfg = _dataclass_from(RenderConfig, render_sec, "[render]", toml_path)
+    cams = _section(cfg, "cameras", toml_path)
+    paths = {name: root / rel for name, rel in _section(cams, "paths", toml_path).items()}
+    up = scene_sec.get("up", [0.0, 0.0, 1.0])
+    fld = fld.to(dev).eval()
+    grid = grid.to(dev)
+    return Scene(
+        path=root, name=str(scene_sec.get("name", root.name)), version=version, config=cfg, field=fld, grid=grid,
+        render_config=rcfg, background=background, center=center, scale=scale, width=width, height=height, fps=fps,
+        up_axis=int(max(range(3), key=lambda i: abs(up[i]))), camera_paths=paths, default_camera=cams.get("default"),
+        backend=chosen,
+    )
+
+
+def _load_field_weights(path: Path, fld: NerfField, grid: OccupancyGrid) -> None:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise WeightsError("field weights are missing", path=path, hint="retrain with `latentscape train` or restore the file")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise WeightsError(f"not a readable safetensors file: {err}", path=path) from None
+    state = {k: v for k, v in tensors.items() if not k.startswith("occupancy.")}
+    expected = {k: v.shape for k, v in fld.state_dict().items()}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise WeightsError(f"weights do not match [field.config]: missing {missing}, unexpected {unexpected}", path=path,
+                           hint="the config in scene.toml must be the one the weights were trained with")
+    for k, shape in expected.items():
+        if state[k].shape != shape:
+            raise WeightsError(f"{k} has shape {tuple(state[k].shape)}, the config needs {tuple(shape)}", path=path,
+                               hint="the config in scene.toml must be the one the weights were trained with")
+        if not torch.isfinite(state[k].float()).all():
+            raise WeightsError(f"{k} holds NaN or Inf values", path=path)
+    fld.load_state_dict({k: v.float() for k, v in state.items()})
+    bits = tensors.get("occupancy.bitfield")
+    if bits is None or bits.numel() != grid.bitfield.numel():
+        raise WeightsError("occupancy.bitfield is missing or of the wrong size", path=path)
+    grid.bitfield.copy_(bits.reshape(grid.bitfield.shape).bool())
+
+
+@dataclass
+class SceneDraft:
+    """What a new bundle is written from (by training, or by tools)."""
+
+    name: str
+    field: NerfField
+    grid: OccupancyGrid
+    render_config: RenderConfig
+    center: torch.Tensor
+    scale: float
+    up: list[float] = field(default_factory=lambda: [0.0, 0.0, 1.0])
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    width: int = 256
+    height: int = 256
+    fps: float = 24.0
+    description: str = ""
+    camera_paths: dict[str, CameraPath] = field(default_factory=dict)
+    extra_files: dict[str, bytes] = field(default_factory=dict)
+    extra_config: dict = field(default_factory=dict)
+    half_precision_grid: bool = True
+
+
+def save_trained_scene(draft: SceneDraft, out: str | Path, *, overwrite: bool = False) -> Path:
+    """Write a bundle atomically: into a temporary folder beside ``out``, then renamed."""
+    from safetensors.torch import save_file
+
+    from latentscape.errors import OutputError
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise OutputError("already exists", path=out, hint="choose another --out or pass --force to replace it")
+    parent = out.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))
+    except OSError as err:
+        raise OutputError(f"cannot write here: {err.strerror}", path=parent, hint="choose a writable --out") from None
+    try:
+        fld = draft.field
+        tensors = {k: v.detach().cpu().contiguous() for k, v in fld.state_dict().items()}
+        if draft.half_precision_grid:
+            # tiny-cuda-nn keeps grid parameters in fp16 on GPUs that support it; so do we on disk.
+            tensors["grid"] = tensors["grid"].half()
+        tensors["occupancy.bitfield"] = draft.grid.bitfield.detach().cpu().reshape(-1).to(torch.uint8)
+        save_file(tensors, str(tmp / "field.safetensors"), metadata={"format": "latentscape-field-1"})
+        paths = {}
+        for name, cp in draft.camera_paths.items():
+            (tmp / "cameras").mkdir(exist_ok=True)
+            (tmp / "cameras" / f"{name}.json").write_text(json.dumps(cp.to_json(), indent=1))
+            paths[name] = f"cameras/{name}.json"
+        for rel, data in draft.extra_files.items():
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / rel).write_bytes(data)
+        rc = dataclasses.asdict(draft.render_config)
+        cfg = {
+            "scene": {"name": draft.name, "format": SCENE_FORMAT, "description": draft.description, "up": list(draft.up)},
+            "field": {
+                "weights": "field.safetensors",
+                "backend": "auto",
+                "config": fld.config.to_dict(),
+                "normalization": {"center": [float(v) for v in draft.center.tolist()], "scale": float(draft.scale)},
+                "occupancy": {"resolution": draft.grid.resolution, "levels": draft.grid.levels},
+            },
+            "render": {**rc, "background": list(draft.background), "width": draft.width, "height": draft.height, "fps": draft.fps},
+            "cameras": {"default": next(iter(paths), None), "paths": paths} if paths else {"paths": {}},
+            **draft.extra_config,
+        }
+        if cfg["cameras"].get("default") is None:
+            cfg["cameras"].pop("default", None)
+        (tmp / "scene.toml").write_text(tomli_w.dumps(cfg))
+        write_lock(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

@@ -1,0 +1,89 @@
+"""``scene.lock``: the sha256 of every file of a scene bundle.
+
+Loading a scene verifies it; ``latentscape scene lock DIR`` writes it. Weights,
+latent programs (which live in ``scene.toml``) and adapters are versioned by these
+hashes, and the scene version is the hash of the lock itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from pathlib import Path
+
+import tomli_w
+
+from latentscape.errors import LockMismatchError, SceneError
+
+LOCK_NAME = "scene.lock"
+LOCK_FORMAT = 1
+_SKIP_DIRS = {"__pycache__"}
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def bundle_files(root: Path) -> list[str]:
+    """Every file of the bundle (posix paths relative to ``root``) except the lock itself."""
+    out = []
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root)
+        if not p.is_file() or rel.as_posix() == LOCK_NAME:
+            continue
+        if any(part.startswith(".") or part in _SKIP_DIRS for part in rel.parts) or p.name == "__init__.py":
+            continue
+        out.append(rel.as_posix())
+    return out
+
+
+def compute_lock(root: Path) -> dict[str, str]:
+    return {rel: sha256_file(root / rel) for rel in bundle_files(root)}
+
+
+def write_lock(root: str | Path) -> Path:
+    """Hash every file of the bundle into ``scene.lock`` (written atomically)."""
+    root = Path(root)
+    if not (root / "scene.toml").is_file():
+        raise SceneError("no scene.toml here", path=root, hint="point at a scene bundle folder")
+    data = {"format": LOCK_FORMAT, "assets": compute_lock(root)}
+    tmp = root / f".{LOCK_NAME}.tmp"
+    tmp.write_text(tomli_w.dumps(data))
+    tmp.replace(root / LOCK_NAME)
+    return root / LOCK_NAME
+
+
+def read_lock(root: Path) -> dict[str, str]:
+    path = root / LOCK_NAME
+    if not path.is_file():
+        raise LockMismatchError("scene.lock is missing", path=path, hint=f"run `latentscape scene lock {root}` after checking the assets")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise LockMismatchError(f"malformed lock file: {err}", path=path, hint=f"run `latentscape scene lock {root}`") from None
+    assets = data.get("assets")
+    if not isinstance(assets, dict) or not all(isinstance(v, str) for v in assets.values()):
+        raise LockMismatchError("lock file has no [assets] table of sha256 strings", path=path, hint=f"run `latentscape scene lock {root}`")
+    return assets
+
+
+def verify_lock(root: str | Path) -> str:
+    """Check every file against ``scene.lock``; return the scene version (hash of the lock)."""
+    root = Path(root)
+    assets = read_lock(root)
+    fix = f"if the change is intended, run `latentscape scene lock {root}`; otherwise restore the file"
+    for rel, digest in assets.items():
+        p = root / rel
+        if not p.is_file():
+            raise LockMismatchError(f"{rel} is listed in scene.lock but missing", path=p, hint=fix)
+        if sha256_file(p) != digest:
+            raise LockMismatchError(f"{rel} does not match its sha256 in scene.lock", path=p, hint=fix)
+    extra = sorted(set(bundle_files(root)) - set(assets))
+    if extra:
+        raise LockMismatchError(f"{extra[0]} is not in scene.lock" + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""),
+                                path=root / extra[0], hint=fix)
+    return hashlib.sha256((root / LOCK_NAME).read_bytes()).hexdigest()[:16]

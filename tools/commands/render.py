@@ -1,0 +1,51 @@
+"""``latentscape render [SCENE] --out OUT``: render a camera path to MP4 or PNGs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("render")
+    def render_cmd(
+        scene: Annotated[Optional[Path], typer.Argument(help="Scene bundle folder (default: the bundled demo scene).")] = None,
+        out: Annotated[Path, typer.Option("--out", "-o", help="OUT.mp4 for H.264 video, otherwise a folder of PNGs.")] = Path("render.mp4"),
+        camera_path: Annotated[Optional[Path], typer.Option(help="nerfstudio camera_path.json (default: the scene's default path).")] = None,
+        camera: Annotated[Optional[str], typer.Option(help="Name of one of the scene's camera paths.")] = None,
+        orbit: Annotated[Optional[int], typer.Option(help="Render a built-in orbit of this many frames instead.")] = None,
+        width: Annotated[Optional[int], typer.Option(help="Override the path's width.")] = None,
+        height: Annotated[Optional[int], typer.Option(help="Override the path's height.")] = None,
+        frames: Annotated[Optional[int], typer.Option(help="Render only the first N frames.")] = None,
+        device: Annotated[str, typer.Option(help="torch device.")] = "cpu",
+        backend: Annotated[Optional[str], typer.Option(help="auto, torch, triton or tcnn (default: the scene's).")] = None,
+        stylize: Annotated[bool, typer.Option("--stylize/--no-stylize", help="Apply the scene's stylizer, if it has one.")] = True,
+        force: Annotated[bool, typer.Option("--force", help="Replace an existing output.")] = False,
+    ) -> None:
+        """Render a scene's camera path (nerfstudio format) to a video or PNG frames."""
+        from latentscape.errors import ConfigError
+        from latentscape.frame import FrameLoop
+        from latentscape.render.camera_path import load_camera_path
+        from latentscape.scene import load_scene
+        from latentscape.sinks import open_sink
+        from latentscape.tools.pipeline import build_loop_parts
+
+        for flag, value in (("--width", width), ("--height", height), ("--frames", frames), ("--orbit", orbit)):
+            if value is not None and value <= 0:
+                raise ConfigError(f"{flag} must be positive, got {value}")
+        sink = open_sink(out, overwrite=force)  # checks the output before any work
+        sc = load_scene(scene, device=device, backend=backend)
+        if orbit is not None:
+            path = sc.orbit(orbit, width, height)
+        elif camera_path is not None:
+            path = load_camera_path(camera_path, width=width, height=height)
+        elif sc.camera_paths:
+            path = sc.camera_path(camera, width=width, height=height)
+        else:
+            path = sc.orbit(48, width, height)
+        loop = FrameLoop(sc, **build_loop_parts(sc, stylize=stylize))
+        stats = loop.run(path, [sink], count=frames)
+        typer.echo(f"wrote {out} ({stats.frames} frames, {path.cameras[0].width}x{path.cameras[0].height}, "
+                   f"{stats.fps:.2f} frames/s)")
