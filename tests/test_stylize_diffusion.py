@@ -17,6 +17,15 @@ from latentscape.stylize import Stylizer, load_stylizer  # noqa: E402
 from latentscape.stylize.diffusion import DiffusionConfig, DiffusionStylizer  # noqa: E402
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # 2 shared CI cores: one intra-op thread avoids OpenMP oversubscription stalls on these tiny convs
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def build_tiny_pipeline(root: Path) -> Path:
     """Random tiny SD-style components (diffusers test sizes), saved as a pipeline folder; no downloads."""
     from diffusers import AutoencoderKL, LCMScheduler, StableDiffusionImg2ImgPipeline, UNet2DConditionModel
@@ -54,7 +63,7 @@ def build_tiny_pipeline(root: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def pipe_dir(tmp_path_factory) -> Path:
+def pipe_dir(tmp_path_factory, one_thread) -> Path:
     return build_tiny_pipeline(tmp_path_factory.mktemp("tiny_sd"))
 
 
