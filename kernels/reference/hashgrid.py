@@ -196,9 +196,37 @@ def hashgrid_encode(x: torch.Tensor, params: torch.Tensor, layout: GridLayout) -
     frac = pos - cell
     idx = corner_indices(cell.long(), tables)  # [N, L, 8]
     w = corner_weights(frac)  # [N, L, 8]
-    vals = torch.nn.functional.embedding(idx, params.view(-1, F)).float()  # [N, L, 8, F]
+    vals = _gather_rows(params.view(-1, F), idx.reshape(-1)).view(*idx.shape, F).float()  # [N, L, 8, F]
     out = torch.einsum("nlc,nlcf->nlf", w, vals)
     return out.reshape(x.shape[0], layout.n_output_dims)
+
+
+class _GatherRows(torch.autograd.Function):
+    """``table[idx]`` whose backward is a plain scatter-add (``index_add_``).
+
+    torch's embedding backward sorts the indices first, which on the CPU cost 40% of a
+    field evaluation (profiled, 50k points, 12 levels); a scatter-add does not.
+    """
+
+    @staticmethod
+    def forward(ctx, table, idx):
+        ctx.save_for_backward(idx)
+        ctx.shape = table.shape
+        ctx.dtype = table.dtype
+        return table.index_select(0, idx)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (idx,) = ctx.saved_tensors
+        out = torch.zeros(ctx.shape, dtype=grad.dtype, device=grad.device)
+        out.index_add_(0, idx, grad)
+        return out.to(ctx.dtype), None
+
+
+def _gather_rows(table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    if not table.requires_grad:
+        return table.index_select(0, idx)
+    return _GatherRows.apply(table, idx)
 
 
 _TABLE_CACHE: dict[tuple[GridLayout, str], dict[str, torch.Tensor]] = {}
