@@ -6,12 +6,20 @@ CUDA. ``auto`` picks the best available (tcnn > triton > torch) and warns once w
 falls back; an explicitly requested backend that cannot load raises
 :class:`~latentscape.errors.BackendError`. The environment variable
 ``LATENTSCAPE_BACKEND`` overrides a scene's choice.
+
+``auto`` picks ``triton`` only for CUDA devices: under ``TRITON_INTERPRET=1`` the
+kernels run on the CPU too, but that is for parity tests, so it must be asked for.
+
+:func:`select_ops` returns every hot op of the resolved backend at once
+(:class:`Ops`: hash-grid encoding, fused MLP, marcher, compositor); ``NerfField``
+and ``render_rays`` take theirs from it.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -75,8 +83,11 @@ def resolve_backend(choice: str | None = None, device: torch.device | str | None
                                hint=f"install what it needs, or ask for 'auto' or 'torch' (scene.toml or ${ENV_VAR})")
         return choice
     reasons = []
+    on_cuda = device.type == "cuda" if device is not None else torch.cuda.is_available()
     for name in ("tcnn", "triton"):
         problem = problems[name](device)
+        if problem is None and name == "triton" and not on_cuda:
+            problem = "'auto' runs triton only on CUDA (ask for 'triton' to use the CPU interpreter)"
         if problem is None:
             return name
         reasons.append(f"{name}: {problem}")
@@ -101,3 +112,49 @@ def select_encoding(choice: str | None = None, device: torch.device | str | None
     from latentscape.kernels.reference.hashgrid import hashgrid_encode
 
     return hashgrid_encode
+
+
+MLP = Callable[[torch.Tensor, list], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Ops:
+    """The hot ops of one backend, with the contracts of their torch references.
+
+    ``mlp`` is None where the field's own ``nn.Sequential`` modules should run (torch);
+    otherwise ``mlp(x, weights)`` with weights in ``nn.Linear`` layout.
+    """
+
+    name: str
+    encoding: Encoding
+    mlp: MLP | None
+    march_segment: Callable
+    composite_segment: Callable
+
+
+def _triton_mlp(x: torch.Tensor, weights: list) -> torch.Tensor:
+    """The fused kernel where it applies (widths up to 128), the reference otherwise."""
+    from latentscape.kernels.mlp import MAX_WIDTH, fused_mlp
+    from latentscape.kernels.reference.mlp import mlp_reference
+
+    if max(max(w.shape) for w in weights) > MAX_WIDTH:
+        return mlp_reference(x, weights)
+    return fused_mlp(x, weights)
+
+
+def select_ops(choice: str | None = None, device: torch.device | str | None = None) -> Ops:
+    """Every hot op of the resolved backend.
+
+    torch: the references. triton: the Triton kernels for all four. tcnn: tinycudann's
+    hash grid; the MLP, marcher and compositor from Triton when it loads, else torch.
+    """
+    from latentscape.kernels.reference import raymarch as ref_raymarch
+
+    backend = resolve_backend(choice, device)
+    encoding = select_encoding(backend, device)
+    dev = torch.device(device) if device is not None else None
+    if backend == "triton" or (backend == "tcnn" and _triton_problem(dev) is None):
+        from latentscape.kernels import raymarch as tri_raymarch
+
+        return Ops(backend, encoding, _triton_mlp, tri_raymarch.march_segment, tri_raymarch.composite_segment)
+    return Ops(backend, encoding, None, ref_raymarch.march_segment, ref_raymarch.composite_segment)

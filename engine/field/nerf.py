@@ -117,7 +117,7 @@ class NerfField(nn.Module):
     the flat buffer ``grid`` laid out exactly as tiny-cuda-nn lays it out.
     """
 
-    def __init__(self, config: FieldConfig, encoding=None):
+    def __init__(self, config: FieldConfig, encoding=None, *, ops=None):
         super().__init__()
         self.config = config
         self.layout = config.layout()
@@ -131,6 +131,21 @@ class NerfField(nn.Module):
 
             encoding = select_encoding("torch")
         self.encoding = encoding
+        self.mlp = None  # fused MLP op mlp(x, weights), or None: run the modules
+        self.ops = None  # the backend's ops (latentscape.kernels.backend.Ops); render_rays reads it
+        if ops is not None:
+            self.set_ops(ops)
+
+    def set_ops(self, ops) -> None:
+        """Run on a backend's ops (``select_ops``): its encoding, MLP, marcher, compositor."""
+        self.ops = ops
+        self.encoding = ops.encoding
+        self.mlp = ops.mlp
+
+    def _run_mlp(self, seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+        if self.mlp is None:
+            return seq(x)
+        return self.mlp(x, [m.weight for m in seq if isinstance(m, nn.Linear)])
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Scene points -> [0, 1]^3 grid coordinates (clamped)."""
@@ -140,7 +155,7 @@ class NerfField(nn.Module):
     def density_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x: [N, 3] scene points -> (sigma [N], features [N, 1 + geo_features])."""
         h = self.encoding(self.normalize(x), self.grid, self.layout)
-        out = self.density_mlp(h)
+        out = self._run_mlp(self.density_mlp, h)
         return trunc_exp(out[:, 0]), out
 
     def density(self, x: torch.Tensor) -> torch.Tensor:
@@ -149,5 +164,5 @@ class NerfField(nn.Module):
     def forward(self, x: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x: [N, 3] points, d: [N, 3] unit directions -> (sigma [N], rgb [N, 3])."""
         sigma, feats = self.density_and_features(x)
-        rgb = torch.sigmoid(self.color_mlp(torch.cat((sh_encode(d, self.config.sh_degree), feats), -1)))
+        rgb = torch.sigmoid(self._run_mlp(self.color_mlp, torch.cat((sh_encode(d, self.config.sh_degree), feats), -1)))
         return sigma, rgb

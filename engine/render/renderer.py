@@ -59,6 +59,9 @@ def render_rays(field: NerfField, grid: OccupancyGrid, o: torch.Tensor, d: torch
     dev = o.device
     aabb = field.aabb
     dt = cfg.step_size(aabb)
+    # The field's backend (NerfField.ops, from kernels.backend.select_ops) marches and composites.
+    ops = getattr(field, "ops", None)
+    march, composite = (march_segment, composite_segment) if ops is None else (ops.march_segment, ops.composite_segment)
     tnear, tfar = ray_aabb(o, d, aabb, cfg.near)
     if tmax is not None:
         tfar = torch.minimum(tfar, tmax)
@@ -76,7 +79,7 @@ def render_rays(field: NerfField, grid: OccupancyGrid, o: torch.Tensor, d: torch
         if alive.numel() == 0:
             break
         oa, da = o[alive], d[alive]
-        t, valid = march_segment(oa, da, t_start[alive], tfar[alive], dt, cfg.segment, grid.bitfield, aabb)
+        t, valid = march(oa, da, t_start[alive], tfar[alive], dt, cfg.segment, grid.bitfield, aabb)
         sigma = torch.zeros(t.shape, device=dev)
         col = torch.zeros(*t.shape, 3, device=dev)
         if bool(valid.any()):
@@ -86,7 +89,7 @@ def render_rays(field: NerfField, grid: OccupancyGrid, o: torch.Tensor, d: torch
             samples += int(ray_i.numel())
             sigma = sigma.index_put((ray_i, step_i), s)
             col = col.index_put((ray_i, step_i), c)
-        seg_rgb, seg_depth, seg_op, trans_out = composite_segment(sigma, col, t, dt, trans[alive])
+        seg_rgb, seg_depth, seg_op, trans_out = composite(sigma, col, t, dt, trans[alive])
         rgb = rgb.index_add(0, alive, seg_rgb)
         depth = depth.index_add(0, alive, seg_depth)
         opacity = opacity.index_add(0, alive, seg_op)
