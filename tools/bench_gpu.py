@@ -301,6 +301,14 @@ def _random_scene(b: Bench):
     fld = NerfField(cfg)
     with torch.no_grad():
         fld.grid.uniform_(-1.0, 1.0)
+        # A solid-looking field: make the raw density (output 0, fed by ReLU features)
+        # about 4 (sigma ~ e^4) so rays stop a few steps into the occupied half, as at
+        # a surface, instead of marching the whole box through fog.
+        w_last = fld.density_mlp[-1].weight
+        w_last[0] = w_last[0].abs()
+        pts = torch.rand(4096, 3) * 2 - 1
+        raw = fld.density_and_features(pts)[1][:, 0]
+        w_last[0] *= 4.0 / raw.median().clamp_min(1e-6)
     grid = OccupancyGrid(cfg.aabb, resolution=128 if not b.dry else 8)
     half = grid.resolution // 2
     grid.bitfield[:, :half] = False  # the half x < 0 is empty: skipped
