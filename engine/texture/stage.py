@@ -1,0 +1,51 @@
+"""The frame-loop stage that turns a generator and its latent program into this frame's
+texture: ``w = program.at(ctx.time)``, ``image = G.synthesis(w)``, stored as
+``ctx.extras["textures"][name]`` ([H, W, 3] float in [0, 1]) for the mesh layers.
+
+The texture is re-synthesised only when w changes (a ``seed`` program, or a
+``keyframes`` program outside its key times, costs one synthesis per run), and the
+last w is kept in ``ctx.extras["latents"][name]`` for plugins to inspect.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from latentscape.texture.latents import LatentProgram
+
+__all__ = ["TextureStage", "image_to_texture"]
+
+
+def image_to_texture(img: torch.Tensor) -> torch.Tensor:
+    """Generator output [C, H, W] in about [-1, 1] -> texture [H, W, 3] in [0, 1]
+    (the same mapping as ``latentscape generate``: x * 127.5 + 128, over 255)."""
+    x = ((img * 127.5 + 128.0) / 255.0).clamp(0, 1)
+    if x.shape[0] == 1:
+        x = x.expand(3, -1, -1)
+    return x[:3].permute(1, 2, 0).contiguous()
+
+
+class TextureStage:
+    """Synthesises one generator's texture per frame (a :class:`latentscape.frame.Stage`)."""
+
+    def __init__(self, name: str, generator, program: LatentProgram, *, noise_mode: str = "const"):
+        self.name = name  # the frame loop times it as ``stage.<name>``
+        self.G = generator
+        self.program = program
+        self.bound = program.bind(generator)
+        self.noise_mode = noise_mode
+        self._last_w: torch.Tensor | None = None
+        self._last_tex: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def texture_at(self, t: float) -> torch.Tensor:
+        w = self.bound.at(t)
+        if self._last_w is None or not torch.equal(w, self._last_w):
+            img = self.G.synthesis(w[None], noise_mode=self.noise_mode)[0]
+            self._last_w, self._last_tex = w, image_to_texture(img)
+        return self._last_tex
+
+    def prepare(self, ctx) -> None:
+        tex = self.texture_at(ctx.time)
+        ctx.extras.setdefault("textures", {})[self.name] = tex
+        ctx.extras.setdefault("latents", {})[self.name] = self._last_w

@@ -1,0 +1,135 @@
+"""Builds a scene's GAN texture stages and mesh layers from ``scene.toml``.
+
+Sections (every path is relative to the bundle and must stay inside it, so
+``scene.lock`` covers it: the lock hashes every file of the bundle)::
+
+    [generators.marble]                      # one table per generator, any name
+    path = "generators/marble"               # folder: generator.safetensors + generator.json
+    program = { kind = "walk", seeds = [1, 5, 9], period = 8.0, psi = 0.7 }
+    description = "what it is, honestly"     # optional, free text
+
+    [[layers]]                               # one entry per mesh, drawn opaque
+    name = "screen"                          # optional (default layer<i>)
+    mesh = "meshes/screen.glb"               # glTF/GLB, OBJ or PLY (trimesh)
+    transform = [[1, 0, 0, 0.9], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]
+                                             # optional 4x4 mesh -> world (scene units, the
+                                             # scene's camera poses' frame); rotation *
+                                             # uniform scale + translation only
+    texture = "marble"                       # a [generators] name, or an image file
+    uv = "mesh"                              # optional: mesh | spherical | planar
+    method = "auto"                          # optional: auto | raster | raycast
+
+``program`` is a latent program (:mod:`latentscape.texture.latents`), evaluated at the
+frame's time. A ``texture`` string that names a generator is that generator's live
+output; otherwise it must be an image file in the bundle (a still texture). Only
+generators some layer uses are loaded and run. Errors name scene.toml and the fix.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from latentscape.errors import LatentscapeError, SceneError
+from latentscape.scene.bundle import Scene
+
+__all__ = ["build_layers"]
+
+_GENERATOR_KEYS = {"path", "program", "description"}
+_LAYER_KEYS = {"name", "mesh", "transform", "texture", "uv", "method"}
+
+
+def _inside(scene: Scene, rel: Any, what: str) -> Path:
+    toml = scene.path / "scene.toml"
+    if not isinstance(rel, str) or not rel:
+        raise SceneError(f"{what} must be a path string relative to the bundle, got {rel!r}", path=toml)
+    p = Path(rel)
+    root = scene.path.resolve()
+    full = (scene.path / p).resolve()
+    if p.is_absolute() or root not in full.parents:
+        raise SceneError(f"{what} {rel!r} is outside the scene bundle", path=toml,
+                         hint="copy the file into the bundle (so scene.lock covers it) and give a relative path")
+    return scene.path / p
+
+
+def _rethrow(err: LatentscapeError, where: str, toml: Path) -> SceneError:
+    return SceneError(f"{where}: {err.message}" + (f" ({err.path})" if err.path else ""), path=toml, hint=err.hint)
+
+
+def build_layers(scene: Scene) -> dict[str, list]:
+    """``{"stages": [TextureStage...], "layers": [MeshLayer...]}`` for :class:`FrameLoop`.
+
+    A scene without ``[[layers]]`` gets empty lists.
+    """
+    cfg = scene.config
+    toml = scene.path / "scene.toml"
+    gens = cfg.get("generators", {})
+    layers_cfg = cfg.get("layers", [])
+    if not isinstance(gens, dict):
+        raise SceneError("[generators] must be a table of named generators", path=toml)
+    if not isinstance(layers_cfg, list) or not all(isinstance(x, dict) for x in layers_cfg):
+        raise SceneError("layers must be an array of tables ([[layers]])", path=toml)
+    if not layers_cfg:
+        return {"stages": [], "layers": []}
+
+    from latentscape.render.mesh import MeshLayer, load_mesh, texture_from_image
+    from latentscape.texture.latents import LatentProgram
+    from latentscape.texture.stage import TextureStage
+    from latentscape.texture.stylegan3 import load_generator
+
+    dev = scene.device
+    stages: dict[str, TextureStage] = {}
+
+    def stage_for(name: str) -> TextureStage:
+        if name in stages:
+            return stages[name]
+        g = gens[name]
+        where = f"[generators.{name}]"
+        if not isinstance(g, dict):
+            raise SceneError(f"{where} must be a table", path=toml)
+        unknown = sorted(set(g) - _GENERATOR_KEYS)
+        if unknown:
+            raise SceneError(f"unknown keys in {where}: {unknown}", path=toml, hint=f"known: {sorted(_GENERATOR_KEYS)}")
+        if "path" not in g or "program" not in g:
+            raise SceneError(f"{where} needs path (generator folder) and program (latent program)", path=toml)
+        folder = _inside(scene, g["path"], f"{where} path")
+        try:
+            program = LatentProgram.from_dict(g["program"])
+            G = load_generator(folder, device=dev)
+            stages[name] = TextureStage(name, G, program)
+        except LatentscapeError as err:
+            raise _rethrow(err, where, toml) from None
+        return stages[name]
+
+    layers = []
+    for i, lc in enumerate(layers_cfg):
+        name = lc.get("name", f"layer{i}")
+        where = f"[[layers]] #{i} ({name})"
+        unknown = sorted(set(lc) - _LAYER_KEYS)
+        if unknown:
+            raise SceneError(f"unknown keys in {where}: {unknown}", path=toml, hint=f"known: {sorted(_LAYER_KEYS)}")
+        if "mesh" not in lc or "texture" not in lc:
+            raise SceneError(f"{where} needs mesh and texture", path=toml)
+        tex_ref = lc["texture"]
+        if not isinstance(tex_ref, str) or not tex_ref:
+            raise SceneError(f"{where} texture must be a generator name or an image path", path=toml)
+        mesh_path = _inside(scene, lc["mesh"], f"{where} mesh")
+        try:
+            mesh = load_mesh(mesh_path, transform=lc.get("transform"), uv=lc.get("uv", "mesh"))
+        except LatentscapeError as err:
+            raise _rethrow(err, where, toml) from None
+        if tex_ref in gens:
+            texture: Any = tex_ref
+            stage_for(tex_ref)
+        else:
+            img = _inside(scene, tex_ref, f"{where} texture")
+            if not img.is_file():
+                known = ", ".join(sorted(gens)) or "none"
+                raise SceneError(f"{where} texture {tex_ref!r} is neither a generator (known: {known}) "
+                                 "nor an image file in the bundle", path=toml)
+            texture = texture_from_image(img)
+        try:
+            layers.append(MeshLayer(mesh, texture, name=name, method=lc.get("method", "auto"), device=dev))
+        except LatentscapeError as err:
+            raise _rethrow(err, where, toml) from None
+    return {"stages": list(stages.values()), "layers": layers}
