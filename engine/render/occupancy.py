@@ -81,5 +81,22 @@ class OccupancyGrid(nn.Module):
         thresh = self.threshold / step_size
         self.bitfield.copy_((self.density > thresh).reshape(self.bitfield.shape))
 
+    def coarse_bitfield(self, factor: int = 4) -> torch.Tensor:
+        """A coarser grid (``factor`` cells per side pooled) dilated by one cell.
+
+        The marcher first walks this grid at half its cell size to find where along
+        each ray anything can be occupied; the dilation makes that walk conservative
+        (a ray through an occupied fine cell crosses at least one whole dilated coarse
+        cell, so half-cell steps cannot miss it).
+        """
+        key = (self.bitfield.data_ptr(), self.bitfield._version, factor)
+        if getattr(self, "_coarse_key", None) != key:
+            b = self.bitfield.float()[:, None]
+            pooled = torch.nn.functional.max_pool3d(b, factor, ceil_mode=True)
+            dilated = torch.nn.functional.max_pool3d(pooled, 3, stride=1, padding=1)
+            self._coarse = dilated[:, 0] > 0
+            self._coarse_key = key
+        return self._coarse
+
     def occupancy_fraction(self) -> float:
         return self.bitfield.float().mean().item()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from latentscape.field.nerf import NerfField
-from latentscape.kernels.reference.raymarch import composite_segment, march_segment, ray_aabb
+from latentscape.kernels.reference.raymarch import composite_segment, march_segment, occupancy_lookup, ray_aabb
 from latentscape.render.cameras import Camera, generate_rays
 from latentscape.render.occupancy import OccupancyGrid
 
@@ -67,6 +67,7 @@ def render_rays(field: NerfField, grid: OccupancyGrid, o: torch.Tensor, d: torch
         tfar = torch.minimum(tfar, tmax)
     if jitter:
         tnear = tnear + torch.rand_like(tnear) * dt
+    tnear, tfar = _skip_empty(o, d, tnear, tfar, grid, aabb, dt)
     max_rounds = math.ceil(cfg.steps_per_diagonal / cfg.segment) + 1
     rgb = torch.zeros(n, 3, device=dev)
     depth = torch.zeros(n, device=dev)
@@ -101,6 +102,33 @@ def render_rays(field: NerfField, grid: OccupancyGrid, o: torch.Tensor, d: torch
     # Depth as the expected distance over the visible part (0 where nothing was hit).
     depth = depth / opacity.clamp_min(1e-6)
     return RenderOutput(rgb, depth, opacity, samples)
+
+
+def _skip_empty(o, d, tnear, tfar, grid: OccupancyGrid, aabb, dt: float, factor: int = 4):
+    """Tighten [tnear, tfar] to the stretch of each ray that meets occupied coarse cells.
+
+    The first fine sample stays on the ray's own grid (tnear + k * dt), so the samples
+    kept are exactly those a full march would take there; rays that meet nothing
+    come back with tnear >= tfar.
+    """
+    coarse = grid.coarse_bitfield(factor)
+    cell = float((aabb[3:] - aabb[:3]).max()) / coarse.shape[1]
+    dtc = 0.5 * cell
+    span = float(torch.linalg.norm(aabb[3:] - aabb[:3]))
+    k = int(math.ceil(span / dtc)) + 1
+    tc = tnear[:, None] + torch.arange(k, device=o.device, dtype=o.dtype)[None] * dtc  # [N, K]
+    inside = tc < tfar[:, None]
+    occ = inside & occupancy_lookup(o[:, None, :] + tc[..., None] * d[:, None, :], coarse, aabb)
+    hit = occ.any(1)
+    steps = torch.arange(k, device=o.device)
+    first = torch.where(occ, steps, k).amin(1)
+    last = torch.where(occ, steps, -1).amax(1)
+    t_first = tnear + (first.clamp_max(k - 1).to(o.dtype) - 1.0) * dtc
+    t_last = tnear + (last.clamp_min(0).to(o.dtype) + 1.0) * dtc
+    skip = torch.floor(((t_first - tnear) / dt).clamp_min(0))
+    new_near = torch.where(hit, tnear + skip * dt, tfar)
+    new_far = torch.where(hit, torch.minimum(tfar, t_last), tfar)
+    return new_near, new_far
 
 
 @torch.no_grad()
