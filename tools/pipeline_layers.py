@@ -52,8 +52,9 @@ def _inside(scene: Scene, rel: Any, what: str) -> Path:
     return scene.path / p
 
 
-def _rethrow(err: LatentscapeError, where: str, toml: Path) -> SceneError:
-    return SceneError(f"{where}: {err.message}" + (f" ({err.path})" if err.path else ""), path=toml, hint=err.hint)
+def _rethrow(err: LatentscapeError, where: str, toml: Path) -> LatentscapeError:
+    """The same error class, now naming scene.toml and the section (and the asset, if any)."""
+    return type(err)(f"{where}: {err.message}" + (f" ({err.path})" if err.path else ""), path=toml, hint=err.hint)
 
 
 def build_layers(scene: Scene) -> dict[str, list]:
