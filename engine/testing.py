@@ -31,11 +31,13 @@ from latentscape.plugins_host import PluginHost, PluginSpec
 
 
 def make_tiny_scene(out: str | Path, *, size: int = 8, frames: int = 24, seed: int = 0, extra_config: dict | None = None,
-                    extra_files: dict[str, bytes] | None = None, overwrite: bool = True) -> Path:
+                    extra_files: dict[str, bytes] | None = None, adapters: Iterable[str] = (), overwrite: bool = True) -> Path:
     """Write a tiny random scene bundle (renders an 8x8 frame in milliseconds on a CPU).
 
     The field is untrained: random hash-grid features give a coloured cloud whose
     look depends on every colour-MLP weight, which is what plugin and adapter tests need.
+    ``adapters``: names of random rank-2 LoRA adapters to ship for target ``nerf.color``
+    (``adapters/<name>.safetensors``, declared in ``[adapters]``).
     """
     from latentscape.field.nerf import FieldConfig, NerfField
     from latentscape.render.camera_path import orbit_path
@@ -53,10 +55,28 @@ def make_tiny_scene(out: str | Path, *, size: int = 8, frames: int = 24, seed: i
             if p is not fld.grid:
                 p.copy_((torch.rand(p.shape, generator=g) * 2 - 1) / p.shape[-1] ** 0.5 * 2)
     grid = OccupancyGrid(cfg.aabb, resolution=8)
+    extra_files = dict(extra_files or {})
+    extra_config = dict(extra_config or {})
+    adapters = list(adapters)
+    if adapters:
+        from safetensors.torch import save
+
+        from latentscape.lora.format import FORMAT
+        from latentscape.lora.targets import linear_modules
+
+        sec = extra_config.setdefault("adapters", {})
+        for k, name in enumerate(adapters):
+            tensors = {}
+            for mod, lin in linear_modules(fld.color_mlp, "color_mlp").items():
+                out_f, in_f = lin.weight.shape
+                tensors[f"{mod}.lora_A"] = torch.randn(2, in_f, generator=g)
+                tensors[f"{mod}.lora_B"] = torch.randn(out_f, 2, generator=g)
+            extra_files[f"adapters/{name}.safetensors"] = save(tensors, metadata={"format": FORMAT, "rank": "2", "alpha": "2.0"})
+            sec[name] = {"file": f"adapters/{name}.safetensors", "target": "nerf.color"}
     path = orbit_path(frames, size, size, radius=3.0, fps=24.0)
     draft = SceneDraft(name="tiny", field=fld, grid=grid, render_config=RenderConfig(steps_per_diagonal=24, segment=8),
                        center=torch.zeros(3), scale=1.0, width=size, height=size, fps=24.0, background=(0.0, 0.0, 0.0),
-                       camera_paths={"orbit": path}, extra_files=dict(extra_files or {}), extra_config=dict(extra_config or {}),
+                       camera_paths={"orbit": path}, extra_files=extra_files, extra_config=extra_config,
                        half_precision_grid=False)
     return save_trained_scene(draft, out, overwrite=overwrite)
 

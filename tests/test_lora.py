@@ -199,17 +199,7 @@ def test_requests_coalesce_latest_wins(tmp_path):
 def adapter_scene(tmp_path):
     from latentscape.testing import make_tiny_scene
 
-    tiny = make_tiny_scene(tmp_path / "tmp_scene")
-    from latentscape.scene import load_scene
-
-    fld = load_scene(tiny).field
-    files = {}
-    for i, n in enumerate(("warm", "cool")):
-        shapes = [(k, lin.weight.shape[0], lin.weight.shape[1]) for k, lin in linear_modules(fld.color_mlp, "color_mlp").items()]
-        p = save_adapter(tmp_path / f"{n}.safetensors", random_layers(rank=2, seed=10 + i, scale=1.0, shapes=shapes))
-        files[f"adapters/{n}.safetensors"] = p.read_bytes()
-    cfg = {"adapters": {n: {"file": f"adapters/{n}.safetensors", "target": "nerf.color"} for n in ("warm", "cool")}}
-    return make_tiny_scene(tmp_path / "scene", extra_config=cfg, extra_files=files)
+    return make_tiny_scene(tmp_path / "scene", adapters=("warm", "cool"))
 
 
 def test_scene_adapters_swap_on_frame_boundary(tmp_path):
