@@ -23,6 +23,7 @@ def register(app: typer.Typer) -> None:
         backend: Annotated[Optional[str], typer.Option(help="auto, torch, triton or tcnn (default: the scene's).")] = None,
         stylize: Annotated[bool, typer.Option("--stylize/--no-stylize", help="Apply the scene's stylizer, if it has one.")] = True,
         force: Annotated[bool, typer.Option("--force", help="Replace an existing output.")] = False,
+        audit_log: Annotated[Optional[Path], typer.Option(help="Append guardrail decisions (JSON lines) here; overrides [guardrails] audit_log.")] = None,
     ) -> None:
         """Render a scene's camera path (nerfstudio format) to a video or PNG frames."""
         from latentscape.errors import ConfigError
@@ -45,7 +46,12 @@ def register(app: typer.Typer) -> None:
             path = sc.camera_path(camera, width=width, height=height)
         else:
             path = sc.orbit(48, width, height)
-        loop = FrameLoop(sc, **build_loop_parts(sc, stylize=stylize))
-        stats = loop.run(path, [sink], count=frames)
+        parts = build_loop_parts(sc, stylize=stylize, audit_log=audit_log)
+        loop = FrameLoop(sc, **parts)
+        try:
+            stats = loop.run(path, [sink], count=frames)
+        finally:
+            if hasattr(parts.get("hooks"), "close"):
+                parts["hooks"].close()
         typer.echo(f"wrote {out} ({stats.frames} frames, {path.cameras[0].width}x{path.cameras[0].height}, "
                    f"{stats.fps:.2f} frames/s)")
