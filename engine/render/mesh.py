@@ -36,8 +36,13 @@ Pieces, lowest first:
   texture a :class:`latentscape.texture.stage.TextureStage` put in
   ``ctx.extras["textures"][name]`` for this frame.
 
-Measured choice of rasterizer over trimesh ray casting at the demo size:
-``python tools/bench_layers.py`` (see that script's docstring for the numbers).
+Why a rasterizer, measured at the demo size (256x256, a 5120-triangle icosphere covering
+a third of the frame, one CPU thread of this team's 2-core machine, 2026-11-26,
+``nice python -m latentscape.tools.bench_layers``): rasterizing 24 ms (tile 8; 22 ms
+at tile 4, 55 ms at tile 16), the whole layer with texturing and compositing 27 ms;
+trimesh's ray caster (rtree, no embree) 55 s for the same frame, with identical
+coverage and depths within 1.6e-5. Tile 8 is the default: as fast as 4 on small
+triangles, and fewer (pair, pixel) tests than 4 on large ones.
 """
 
 from __future__ import annotations
