@@ -315,6 +315,7 @@ class _ThreadRunner(_InlineRunner):
         super().__init__(impls, argnames)
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._pending: _Job | None = None
+        self._call_lock = threading.Lock()
         self._thread = threading.Thread(target=self._work, name=f"plugin:{name}", daemon=True)
         self._thread.start()
 
@@ -330,12 +331,19 @@ class _ThreadRunner(_InlineRunner):
             job.done.set()
 
     def call(self, hook: str, kwargs: dict, timeout: float) -> Any:
-        if self._pending is not None and not self._pending.done.is_set():
-            raise CallFailed("busy", "its previous call is still running")
-        job = _Job(self.impls[hook], {a: kwargs[a] for a in self.argnames[hook]})
-        self._pending = job
-        self._q.put(job)
-        if not job.done.wait(timeout):
+        # Callers from several threads (the loop, the viewer's activity events) take turns.
+        if not self._call_lock.acquire(timeout=timeout):
+            raise CallFailed("busy", "another call to it did not finish within the budget")
+        try:
+            if self._pending is not None and not self._pending.done.is_set():
+                raise CallFailed("busy", "its previous call is still running")
+            job = _Job(self.impls[hook], {a: kwargs[a] for a in self.argnames[hook]})
+            self._pending = job
+            self._q.put(job)
+            finished = job.done.wait(timeout)
+        finally:
+            self._call_lock.release()
+        if not finished:
             raise CallFailed("timeout", f"no answer within {1000 * timeout:.1f} ms")
         if job.exc is not None:
             raise CallFailed("error", f"{type(job.exc).__name__}: {job.exc}") from job.exc
@@ -677,8 +685,9 @@ class PluginHost:
 
     # ---- failure accounting
     def _failed(self, p: PluginState, hook: str, err: CallFailed) -> None:
-        p.failures[err.kind] = p.failures.get(err.kind, 0) + 1
-        p.consecutive += 1
+        with self._lock:
+            p.failures[err.kind] = p.failures.get(err.kind, 0) + 1
+            p.consecutive += 1
         log.warning("plugin %s: %s %s (%d in a row)", p.name, hook, err, p.consecutive)
         if p.consecutive >= self.config.quarantine_after and not p.quarantined:
             p.quarantined = True
