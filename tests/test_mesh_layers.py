@@ -252,6 +252,17 @@ def test_texture_changes_with_time_under_a_walk():
     assert t0.shape == (16, 16, 3) and 0 <= t0.min() and t0.max() <= 1
     assert (t0 - t1).abs().max() > 1e-3 and (img0 - img1).abs().max() > 1e-3
     assert torch.allclose(t0, t6, atol=1e-5)  # the walk loops
+    # Latent guardrails see [1, num_ws, w_dim] before synthesis and may project the latents.
+    seen = []
+    fixed = G.mapping(torch.zeros(1, 16), None)
+
+    def guard(ctx, w):
+        seen.append((ctx, tuple(w.shape)))
+        return fixed
+
+    guarded = TextureStage("g", G, stage.program, guard=guard)
+    assert torch.equal(guarded.texture_at(0.0, "ctx"), guarded.texture_at(1.0, "ctx"))
+    assert seen == [("ctx", (1, G.num_ws, 16))] * 2
     still = TextureStage("s", G, LatentProgram.from_dict({"kind": "seed", "seed": 4}))
     assert still.texture_at(0.0) is still.texture_at(5.0)  # unchanged w: no new synthesis
     with pytest.raises(ConfigError, match="no texture"):
@@ -290,10 +301,20 @@ def test_demo_layer_and_cli_render(tmp_path, monkeypatch):
         add_layer(scene_dir, mesh="screen", resolution=16)
 
     sc = load_scene(scene_dir)  # the lock verifies
-    if not pipeline.build_loop_parts(sc).get("layers"):
+    parts = pipeline.build_loop_parts(sc)
+    if hasattr(parts.get("hooks"), "close"):
+        parts["hooks"].close()
+    if not parts.get("layers"):
         # Until build_loop_parts merges build_layers' parts, wire them in here.
         orig = pipeline.build_loop_parts
-        monkeypatch.setattr(pipeline, "build_loop_parts", lambda s, **kw: {**orig(s, **kw), **build_layers(s)})
+
+        def with_layers(s, **kw):
+            p = orig(s, **kw)
+            for k, v in build_layers(s, hooks=p.get("hooks")).items():
+                p.setdefault(k, []).extend(v)
+            return p
+
+        monkeypatch.setattr(pipeline, "build_loop_parts", with_layers)
     out = tmp_path / "frames"
     res = CliRunner().invoke(app, ["render", str(scene_dir), "--out", str(out), "--frames", "2"])
     assert res.exit_code == 0, res.output

@@ -57,10 +57,12 @@ def _rethrow(err: LatentscapeError, where: str, toml: Path) -> LatentscapeError:
     return type(err)(f"{where}: {err.message}" + (f" ({err.path})" if err.path else ""), path=toml, hint=err.hint)
 
 
-def build_layers(scene: Scene) -> dict[str, list]:
+def build_layers(scene: Scene, *, hooks: Any = None) -> dict[str, list]:
     """``{"stages": [TextureStage...], "layers": [MeshLayer...]}`` for :class:`FrameLoop`.
 
-    A scene without ``[[layers]]`` gets empty lists.
+    ``hooks``: the frame loop's plugin host; when it has ``check_latents`` every
+    generator's latents pass the latent guardrails before synthesis. A scene without
+    ``[[layers]]`` gets empty lists.
     """
     cfg = scene.config
     toml = scene.path / "scene.toml"
@@ -79,6 +81,7 @@ def build_layers(scene: Scene) -> dict[str, list]:
     from latentscape.texture.stylegan3 import load_generator
 
     dev = scene.device
+    guard = getattr(hooks, "check_latents", None)
     stages: dict[str, TextureStage] = {}
 
     def stage_for(name: str) -> TextureStage:
@@ -97,7 +100,7 @@ def build_layers(scene: Scene) -> dict[str, list]:
         try:
             program = LatentProgram.from_dict(g["program"])
             G = load_generator(folder, device=dev)
-            stages[name] = TextureStage(name, G, program)
+            stages[name] = TextureStage(name, G, program, guard=guard)
         except LatentscapeError as err:
             raise _rethrow(err, where, toml) from None
         return stages[name]

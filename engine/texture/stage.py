@@ -2,7 +2,10 @@
 texture: ``w = program.at(ctx.time)``, ``image = G.synthesis(w)``, stored as
 ``ctx.extras["textures"][name]`` ([H, W, 3] float in [0, 1]) for the mesh layers.
 
-The texture is re-synthesised only when w changes (a ``seed`` program, or a
+Before synthesis the latents pass the latent guardrails when a ``guard`` is given
+(``PluginHost.check_latents``: ``guard(ctx, w [1, num_ws, w_dim]) -> w``, which may
+project them, or mark the frame for the slate). The texture is re-synthesised only
+when the (guarded) w changes (a ``seed`` program, or a
 ``keyframes`` program outside its key times, costs one synthesis per run), and the
 last w is kept in ``ctx.extras["latents"][name]`` for plugins to inspect.
 """
@@ -10,6 +13,8 @@ last w is kept in ``ctx.extras["latents"][name]`` for plugins to inspect.
 from __future__ import annotations
 
 import torch
+
+from typing import Any, Callable
 
 from latentscape.texture.latents import LatentProgram
 
@@ -28,24 +33,28 @@ def image_to_texture(img: torch.Tensor) -> torch.Tensor:
 class TextureStage:
     """Synthesises one generator's texture per frame (a :class:`latentscape.frame.Stage`)."""
 
-    def __init__(self, name: str, generator, program: LatentProgram, *, noise_mode: str = "const"):
+    def __init__(self, name: str, generator, program: LatentProgram, *, noise_mode: str = "const",
+                 guard: Callable[[Any, torch.Tensor], torch.Tensor] | None = None):
         self.name = name  # the frame loop times it as ``stage.<name>``
         self.G = generator
         self.program = program
         self.bound = program.bind(generator)
         self.noise_mode = noise_mode
+        self.guard = guard
         self._last_w: torch.Tensor | None = None
         self._last_tex: torch.Tensor | None = None
 
     @torch.no_grad()
-    def texture_at(self, t: float) -> torch.Tensor:
+    def texture_at(self, t: float, ctx: Any = None) -> torch.Tensor:
         w = self.bound.at(t)
+        if self.guard is not None:
+            w = self.guard(ctx, w[None])[0]
         if self._last_w is None or not torch.equal(w, self._last_w):
             img = self.G.synthesis(w[None], noise_mode=self.noise_mode)[0]
             self._last_w, self._last_tex = w, image_to_texture(img)
         return self._last_tex
 
     def prepare(self, ctx) -> None:
-        tex = self.texture_at(ctx.time)
+        tex = self.texture_at(ctx.time, ctx)
         ctx.extras.setdefault("textures", {})[self.name] = tex
         ctx.extras.setdefault("latents", {})[self.name] = self._last_w
