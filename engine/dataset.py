@@ -85,8 +85,11 @@ def _resolve(root: Path, file_path: str) -> Path:
     return p
 
 
-def load_dataset(path: str | Path, *, downscale: int = 1, max_frames: int | None = None) -> Dataset:
-    """Read ``transforms.json`` (or a folder holding it) and its images."""
+def load_dataset(path: str | Path, *, downscale: int = 1, max_frames: int | None = None, require_train: bool = True) -> Dataset:
+    """Read ``transforms.json`` (or a folder holding it) and its images.
+
+    ``require_train=False`` accepts evaluation-only sets (e.g. a bundle's held-out views).
+    """
     path = Path(path)
     if path.is_dir():
         path = path / "transforms.json"
@@ -133,7 +136,7 @@ def load_dataset(path: str | Path, *, downscale: int = 1, max_frames: int | None
         else:
             split = "val" if i % 8 == 0 else "train"
         frames[split].append(Frame(img_path, cam, image))
-    if not frames["train"]:
+    if require_train and not frames["train"]:
         raise DatasetError("no training frames", path=path, hint="check train_filenames against the frames' file_path values")
     return Dataset(root, frames, float(meta.get("aabb_scale", 1.0)), meta)
 

@@ -102,7 +102,8 @@ def _all_rays(frames: list[Frame], center, scale, device):
 
 def train(dataset: Dataset, field_config: FieldConfig | None = None, cfg: TrainConfig | None = None,
           render: RenderConfig | None = None, *, device: str | torch.device = "cpu", progress: bool = True,
-          encoding=None) -> TrainResult:
+          ops=None) -> TrainResult:
+    """Train a field; ``ops`` are the backend's hot ops (``select_ops``; torch by default)."""
     cfg = cfg or TrainConfig()
     render = render or RenderConfig()
     torch.manual_seed(cfg.seed)
@@ -112,7 +113,7 @@ def train(dataset: Dataset, field_config: FieldConfig | None = None, cfg: TrainC
     if field_config is None:
         ext = dataset.aabb_scale
         field_config = FieldConfig(aabb=[-ext, -ext, -ext, ext, ext, ext])
-    fld = NerfField(field_config, encoding=encoding).to(device)
+    fld = NerfField(field_config, ops=ops).to(device)
     grid = OccupancyGrid(field_config.aabb, cfg.occupancy_resolution, cfg.occupancy_levels).to(device)
     o_all, d_all, c_all = _all_rays(train_frames, center, scale, device)
     n_rays = o_all.shape[0]

@@ -58,10 +58,10 @@ def run_training(*, data: Path, out: Path, steps: int, max_seconds, rays: int, l
     tcfg = TrainConfig(steps=steps, max_seconds=max_seconds, rays_per_step=rays, eval_every=eval_every,
                        occupancy_resolution=occupancy_resolution, seed=seed)
     rcfg = RenderConfig(steps_per_diagonal=steps_per_diagonal)
-    from latentscape.kernels.backend import resolve_backend, select_encoding
+    from latentscape.kernels.backend import resolve_backend, select_ops
 
     chosen = resolve_backend(backend, torch.device(device))
-    result = train(dataset, fcfg, tcfg, rcfg, device=device, encoding=select_encoding(chosen, torch.device(device)))
+    result = train(dataset, fcfg, tcfg, rcfg, device=device, ops=select_ops(chosen, torch.device(device)))
     test = dataset.split("test") or dataset.split("val")
     metrics = {"steps": result.steps, "seconds": round(result.seconds, 1), "device": str(device), "backend": chosen,
                "train_views": len(dataset.split("train"))}

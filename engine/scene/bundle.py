@@ -134,11 +134,11 @@ def load_scene(path: str | Path | None = None, *, device: str | torch.device = "
         fcfg = FieldConfig.from_dict(field_sec.get("config", {}), source="[field.config]")
     except ConfigError as err:
         raise SceneError(err.message, path=toml_path, hint=err.hint) from None
-    from latentscape.kernels.backend import resolve_backend, select_encoding
+    from latentscape.kernels.backend import resolve_backend, select_ops
 
     dev = torch.device(device)
     chosen = resolve_backend(backend or field_sec.get("backend"), dev)
-    fld = NerfField(fcfg, encoding=select_encoding(chosen, dev))
+    fld = NerfField(fcfg, ops=select_ops(chosen, dev))
     grid = OccupancyGrid(fcfg.aabb, **_section(field_sec, "occupancy", toml_path))
     weights = root / field_sec.get("weights", "field.safetensors")
     _load_field_weights(weights, fld, grid)

@@ -35,11 +35,6 @@ def occupancy_lookup(pts: torch.Tensor, bitfield: torch.Tensor, aabb: torch.Tens
     that contains it; points outside the coarsest level are empty.
     """
     levels, res = bitfield.shape[0], bitfield.shape[1]
-    if levels == 1:
-        u = (pts - aabb[:3]) / (aabb[3:] - aabb[:3])
-        inside = ((u >= 0) & (u <= 1)).all(-1)
-        cell = (u * res).long().clamp(0, res - 1)
-        return bitfield[0, cell[..., 0], cell[..., 1], cell[..., 2]] & inside
     center = (aabb[:3] + aabb[3:]) * 0.5
     half = (aabb[3:] - aabb[:3]) * 0.5
     rel = (pts - center) / half  # [-1, 1] inside level 0
