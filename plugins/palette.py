@@ -87,7 +87,8 @@ class PaletteGuard:
             return Verdict.ok(score)
         if c["action"] == "block" or mean_lum == 0.0:
             return Verdict.block(score, f"mean luminance {mean_lum:.3f} outside [{c['min_luminance']}, {c['max_luminance']}]")
-        target = min(max(mean_lum, c["min_luminance"]), c["max_luminance"])
+        # Aim 1 % inside the range: 8-bit rounding of the result must not land it outside again.
+        target = min(max(mean_lum, c["min_luminance"] * 1.01), c["max_luminance"] * 0.99)
         out = _encode(_LINEAR[frame] * (target / mean_lum))
         return Verdict.replace((out * 255.0 + 0.5).astype(np.uint8), score, f"luminance {mean_lum:.3f} clamped to {target:.3f}")
 
