@@ -383,3 +383,16 @@ def test_fisheye_camera_uses_raycast():
     frags = layer.fragments(cam)
     assert frags.mask.sum() > 20 and torch.isfinite(frags.depth[frags.mask]).all()
     assert math.isinf(float(frags.depth[0, 0]))
+
+
+def test_non_manifold_mesh_rasterizes():
+    pytest.importorskip("rtree")
+    # Three triangles on one edge (a "fin": not a manifold), plus a lone flipped triangle.
+    v = torch.tensor([[0, -1, 0], [0, 1, 0], [1, 0, 0.3], [-1, 0, 0.3], [0, 0, -1], [0.5, 0.5, 0.5],
+                      [0.9, 0.5, 0.5], [0.5, 0.9, 0.5]], dtype=torch.float32)
+    f = torch.tensor([[0, 1, 2], [0, 1, 3], [0, 1, 4], [5, 7, 6]])
+    cam = Camera.from_fov(look_at((0.4, 0.3, 3)), 40, 36, 50.0)
+    r, ref = rasterize(v, f, cam), raycast(v, f, cam)
+    assert r.mask.sum() > 50 and (r.mask != ref.mask).sum() <= 2
+    both = r.mask & ref.mask
+    assert torch.allclose(r.depth[both], ref.depth[both], rtol=1e-4)
