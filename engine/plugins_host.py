@@ -765,6 +765,8 @@ class PluginHost:
                 current = value
             elif verdict != "pass":
                 blocked = f"{p.name}: {verdict} {reason}".strip()
+        if self._slate_until is not None and ctx.time < self._slate_until - self.config.slate_hold_s:
+            self._slate_until = None  # time went backwards: a new run or a seek
         if blocked is None and self._slate_until is not None and ctx.time < self._slate_until:
             blocked = "slate hold"
         if blocked is not None:

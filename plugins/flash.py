@@ -150,6 +150,8 @@ class FlashGuard:
     def _evaluate(self, t: float, rgb8: np.ndarray):
         """-> (ok, score, pending commit state)"""
         c = self.cfg
+        if self._lum is not None and self._lum.events and t < self._lum.events[-1][0]:
+            self._lum = self._red = None  # time went backwards (a new run, a seek): start afresh
         lum, sat, red = self._measure(rgb8)
         if self._lum is None or self._lum.anchor.shape != lum.shape:
             return True, 0.0, ("init", lum, sat, red)
