@@ -10,17 +10,49 @@ from typing import Any
 from latentscape.scene.bundle import Scene
 
 
-def build_loop_parts(scene: Scene, *, stylize: bool = True, audit_log: str | Path | None = None) -> dict[str, Any]:
+def build_loop_parts(scene: Scene, *, stylize: bool = True, audit_log: str | Path | None = None,
+                     stylizer: str | Path | None = None) -> dict[str, Any]:
     """Keyword arguments for :class:`latentscape.frame.FrameLoop`.
 
     ``hooks``: a :class:`latentscape.plugins_host.PluginHost` for ``[guardrails]`` and
     ``[[plugins]]`` (always present: with no plugins it passes frames through; call its
     ``close()`` when done); ``adapters``: the ``[adapters]`` manager, if the scene has
-    adapters. ``audit_log`` overrides ``[guardrails] audit_log``.
+    adapters. ``audit_log`` overrides ``[guardrails] audit_log``. ``stages``/``layers``:
+    ``[generators]`` and ``[[layers]]``. ``stylizer``: ``[stylizer]`` unless ``stylize``
+    is False; the ``stylizer`` argument (a student or diffusers folder) overrides it.
     """
+    from latentscape.tools.pipeline_layers import build_layers
+
     parts: dict[str, Any] = {}
     parts.update(_plugin_parts(scene, audit_log=audit_log))
+    parts.update({k: parts.get(k, []) + v for k, v in build_layers(scene, hooks=parts.get("hooks")).items()})
+    if stylize:
+        styl = _stylizer(scene, stylizer)
+        if styl is not None:
+            parts["stylizer"] = styl
     return parts
+
+
+def _stylizer(scene: Scene, override: str | Path | None):
+    """``[stylizer] path = "stylizer"`` (inside the bundle) plus diffusion options."""
+    from latentscape.errors import SceneError
+    from latentscape.stylize import load_stylizer
+
+    if override is not None:
+        return load_stylizer(override, device=scene.device)
+    sec = scene.config.get("stylizer")
+    if not sec:
+        return None
+    if not isinstance(sec, dict) or not isinstance(sec.get("path"), str):
+        raise SceneError("[stylizer] needs path = \"<folder inside the bundle>\"", path=scene.path / "scene.toml")
+    if not sec.get("enabled", True):
+        return None
+    target = (scene.path / sec["path"]).resolve()
+    if scene.path.resolve() not in target.parents:
+        raise SceneError(f"[stylizer] path {sec['path']!r} leaves the bundle", path=scene.path / "scene.toml",
+                         hint="keep the stylizer inside the scene folder so scene.lock covers it")
+    options = {k: v for k, v in sec.items() if k not in ("path", "enabled")}
+    return load_stylizer(target, device=scene.device, **options)
 
 
 def _plugin_parts(scene: Scene, *, audit_log: str | Path | None = None) -> dict[str, Any]:

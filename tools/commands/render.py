@@ -22,6 +22,7 @@ def register(app: typer.Typer) -> None:
         device: Annotated[str, typer.Option(help="torch device.")] = "cpu",
         backend: Annotated[Optional[str], typer.Option(help="auto, torch, triton or tcnn (default: the scene's).")] = None,
         stylize: Annotated[bool, typer.Option("--stylize/--no-stylize", help="Apply the scene's stylizer, if it has one.")] = True,
+        stylizer: Annotated[Optional[Path], typer.Option(help="Use this stylizer instead: a distilled student or a diffusers pipeline folder.")] = None,
         force: Annotated[bool, typer.Option("--force", help="Replace an existing output.")] = False,
         audit_log: Annotated[Optional[Path], typer.Option(help="Append guardrail decisions (JSON lines) here; overrides [guardrails] audit_log.")] = None,
     ) -> None:
@@ -46,7 +47,7 @@ def register(app: typer.Typer) -> None:
             path = sc.camera_path(camera, width=width, height=height)
         else:
             path = sc.orbit(48, width, height)
-        parts = build_loop_parts(sc, stylize=stylize, audit_log=audit_log)
+        parts = build_loop_parts(sc, stylize=stylize, audit_log=audit_log, stylizer=stylizer)
         loop = FrameLoop(sc, **parts)
         try:
             stats = loop.run(path, [sink], count=frames)
