@@ -24,9 +24,16 @@ class FrameSink:
 
 
 def open_sink(out: str | Path, *, overwrite: bool = False) -> FrameSink:
-    """A sink for ``out``: MP4 (H.264) when it ends in ``.mp4``, else a PNG folder."""
+    """A sink for ``out``: a live stream for ``rtmp://...``, ``*.m3u8`` (HLS) or ``*.fmp4.mp4``
+    (see :mod:`latentscape.sinks.stream`); MP4 (H.264) when it ends in ``.mp4``; else a PNG folder."""
     from latentscape.sinks.files import Mp4Sink, PngSequenceSink
+    from latentscape.sinks.stream import is_stream_target, open_stream_sink
 
+    text = str(out)
+    if is_stream_target(text):
+        if text.lower().startswith(("rtmp:/", "rtmps:/")) and "://" not in text:
+            text = text.replace(":/", "://", 1)  # a Path folds rtmp://host into rtmp:/host
+        return open_stream_sink(text, overwrite=overwrite)
     out = Path(out)
     if out.suffix.lower() == ".mp4":
         return Mp4Sink(out, overwrite=overwrite)
