@@ -87,9 +87,9 @@ def _hashgrid_fwd_kernel(x_ptr, p_ptr, out_ptr, scale_ptr, res_ptr, size_ptr, of
     acc = tl.zeros((BLOCK, F), dtype=tl.float32)
     m2 = mask[:, None]
     for c in tl.static_range(8):
-        bx: tl.constexpr = c & 1
-        by: tl.constexpr = (c >> 1) & 1
-        bz: tl.constexpr = (c >> 2) & 1
+        bx = c & 1
+        by = (c >> 1) & 1
+        bz = (c >> 2) & 1
         if level < N_DENSE:
             idx = _corner(cx, cy, cz, bx, by, bz, res, size, True)
         else:
@@ -137,9 +137,9 @@ def _hashgrid_bwd_kernel(x_ptr, p_ptr, gout_ptr, gp_ptr, gx_ptr, scale_ptr, res_
     gya = tl.zeros((BLOCK,), dtype=tl.float32)
     gza = tl.zeros((BLOCK,), dtype=tl.float32)
     for c in tl.static_range(8):
-        bx: tl.constexpr = c & 1
-        by: tl.constexpr = (c >> 1) & 1
-        bz: tl.constexpr = (c >> 2) & 1
+        bx = c & 1
+        by = (c >> 1) & 1
+        bz = (c >> 2) & 1
         if level < N_DENSE:
             idx = _corner(cx, cy, cz, bx, by, bz, res, size, True)
         else:
