@@ -12,7 +12,9 @@ def register(app: typer.Typer) -> None:
     @app.command("distill")
     def distill_cmd(
         scene: Optional[Path] = typer.Argument(
-            None, help="Scene folder; its rendered frames are read from SCENE/frames/ (camera-path renders)."),
+            None, help="Scene bundle: the student trains on frames of its default camera path (SCENE/frames/ if present, "
+                       "else rendered now into OUT/scene_frames/)."),
+        scene_frames: int = typer.Option(48, help="Frames of the scene's camera path to render for training."),
         teacher: str = typer.Option(..., "--teacher", "-t",
                                     help="multistyle26:<0-25>, multistyle26:3:0.5,12:0.5, arbitrary:<style image>, "
                                          "or a local diffusers pipeline folder."),
@@ -45,11 +47,10 @@ def register(app: typer.Typer) -> None:
 
         folders = list(frames)
         if scene is not None:
-            scene_frames = scene / "frames"
-            if not scene_frames.is_dir():
-                raise DatasetError("scene has no rendered frames folder", path=scene_frames,
-                                   hint="render the camera path into SCENE/frames/ first, or pass --frames DIR")
-            folders.insert(0, scene_frames)
+            folder = scene / "frames"
+            if not folder.is_dir():
+                folder = _render_scene_frames(scene, out / "scene_frames", scene_frames, train_size)
+            folders.insert(0, folder)
             sequence = True
         cfg = DistillConfig(steps=steps, batch_size=batch_size, crop=crop, lr=lr, seed=seed, train_size=train_size, holdout=holdout,
                             sequence=sequence, checkpoint_every=checkpoint_every, time_budget_s=time_budget,
@@ -63,3 +64,29 @@ def register(app: typer.Typer) -> None:
         result = distill(t, data, out, cfg, resume=resume)
         typer.echo(f"student: {result.student_path} (steps {result.resumed_from} -> {result.step})")
         typer.echo(json.dumps({k: v for k, v in result.metrics.items() if k.startswith("heldout")}, indent=2))
+
+
+def _render_scene_frames(scene: Path, folder: Path, n: int, size: int) -> Path:
+    """Render ``n`` frames of the scene's default camera path (without its stylizer)."""
+    from latentscape.errors import ConfigError
+    from latentscape.frame import FrameLoop
+    from latentscape.scene import load_scene
+    from latentscape.sinks import PngSequenceSink
+    from latentscape.tools.pipeline import build_loop_parts
+
+    if n <= 1:
+        raise ConfigError(f"--scene-frames must be at least 2, got {n}")
+    if folder.is_dir() and len(list(folder.glob("*.png"))) == n:
+        return folder  # rendered by an earlier (interrupted) run
+    sc = load_scene(scene)
+    path = sc.camera_path(width=size, height=size) if sc.camera_paths else sc.orbit(n, size, size)
+    step = max(1, len(path.cameras) // n)
+    path.cameras = path.cameras[::step][:n]
+    parts = build_loop_parts(sc, stylize=False)
+    loop = FrameLoop(sc, **parts)
+    try:
+        loop.run(path, [PngSequenceSink(folder, overwrite=True)])
+    finally:
+        if hasattr(parts.get("hooks"), "close"):
+            parts["hooks"].close()
+    return folder
