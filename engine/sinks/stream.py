@@ -396,10 +396,10 @@ class RtmpSink(_EncodedStreamSink):
     def _open_container(self):
         import av
 
-        # rw_timeout (µs) bounds every read/write; PyAV's timeout bounds the connect.
+        # PyAV's timeout (an interrupt callback) bounds the connect and each blocking I/O call.
         # Not the rtmp "timeout" option: that one means *listen* for a connection.
         return av.open(self.target, mode="w", format="flv", timeout=self.connect_timeout_s,
-                       options={"rw_timeout": str(int(self.connect_timeout_s * 1e6)), "flvflags": "no_duration_filesize"})
+                       options={"flvflags": "no_duration_filesize"})
 
 
 def open_stream_sink(out: str, *, overwrite: bool = False, **kw) -> FrameSink:
