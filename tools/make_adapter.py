@@ -152,7 +152,7 @@ def train_adapter(scene_dir: str | Path, look: str, out: str | Path, *, rank: in
     """Train and write the adapter (see the module docstring); returns what happened."""
     from tqdm.auto import tqdm
 
-    from latentscape.lora.format import FORMAT, save_adapter
+    from latentscape.lora.format import save_adapter
     from latentscape.lora.targets import resolve_target
     from latentscape.scene.bundle import load_scene
     from latentscape.scene.lock import sha256_file
