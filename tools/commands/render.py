@@ -12,7 +12,7 @@ def register(app: typer.Typer) -> None:
     @app.command("render")
     def render_cmd(
         scene: Annotated[Optional[Path], typer.Argument(help="Scene bundle folder (default: the bundled demo scene).")] = None,
-        out: Annotated[Path, typer.Option("--out", "-o", help="OUT.mp4 for H.264 video, otherwise a folder of PNGs.")] = Path("render.mp4"),
+        out: Annotated[str, typer.Option("--out", "-o", help="OUT.mp4 (H.264), DIR/stream.m3u8 (HLS), rtmp://host/app/key (live), otherwise a folder of PNGs.")] = "render.mp4",
         camera_path: Annotated[Optional[Path], typer.Option(help="nerfstudio camera_path.json (default: the scene's default path).")] = None,
         camera: Annotated[Optional[str], typer.Option(help="Name of one of the scene's camera paths.")] = None,
         orbit: Annotated[Optional[int], typer.Option(help="Render a built-in orbit of this many frames instead.")] = None,
