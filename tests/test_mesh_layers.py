@@ -396,3 +396,40 @@ def test_non_manifold_mesh_rasterizes():
     assert r.mask.sum() > 50 and (r.mask != ref.mask).sum() <= 2
     both = r.mask & ref.mask
     assert torch.allclose(r.depth[both], ref.depth[both], rtol=1e-4)
+
+
+def test_texture_rate_quantizes_scene_time():
+    """With ``rate`` the generator runs once per 1/rate seconds of scene time."""
+    import torch
+
+    from latentscape.texture.stage import TextureStage
+
+    calls = []
+
+    class FakeG:
+        num_ws, w_dim = 2, 3
+
+    class Bound:
+        def at(self, t):
+            return torch.full((2, 3), float(t))
+
+    class Program:
+        def bind(self, G):
+            return Bound()
+
+    class Synth:
+        def __call__(self, w, noise_mode="const"):
+            calls.append(float(w[0, 0, 0]))
+            return torch.zeros(1, 3, 4, 4)
+
+    G = FakeG()
+    G.synthesis = Synth()
+    stage = TextureStage("g", G, Program(), rate=4.0)
+    for t in (0.0, 0.1, 0.2, 0.25, 0.3, 0.49, 0.5):
+        stage.texture_at(t)
+    assert calls == [0.0, 0.25, 0.5]
+    every_frame = TextureStage("g", G, Program())
+    calls.clear()
+    for t in (0.0, 0.1, 0.2):
+        every_frame.texture_at(t)
+    assert calls == pytest.approx([0.0, 0.1, 0.2])

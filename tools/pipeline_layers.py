@@ -6,6 +6,7 @@ Sections (every path is relative to the bundle and must stay inside it, so
     [generators.marble]                      # one table per generator, any name
     path = "generators/marble"               # folder: generator.safetensors + generator.json
     program = { kind = "walk", seeds = [1, 5, 9], period = 8.0, psi = 0.7 }
+    rate = 8.0                                 # optional: new textures per second of scene time
     description = "what it is, honestly"     # optional, free text
 
     [[layers]]                               # one entry per mesh, drawn opaque
@@ -35,7 +36,7 @@ from latentscape.scene.bundle import Scene
 
 __all__ = ["build_layers"]
 
-_GENERATOR_KEYS = {"path", "program", "description"}
+_GENERATOR_KEYS = {"path", "program", "description", "rate"}
 _LAYER_KEYS = {"name", "mesh", "transform", "texture", "uv", "method"}
 
 
@@ -100,7 +101,10 @@ def build_layers(scene: Scene, *, hooks: Any = None) -> dict[str, list]:
         try:
             program = LatentProgram.from_dict(g["program"])
             G = load_generator(folder, device=dev)
-            stages[name] = TextureStage(name, G, program, guard=guard)
+            rate = g.get("rate")
+            if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate <= 0):
+                raise SceneError(f"{where} rate must be a positive number (textures per second)", path=toml)
+            stages[name] = TextureStage(name, G, program, guard=guard, rate=rate)
         except LatentscapeError as err:
             raise _rethrow(err, where, toml) from None
         return stages[name]

@@ -8,9 +8,16 @@ project them, or mark the frame for the slate). The texture is re-synthesised on
 when the (guarded) w changes (a ``seed`` program, or a
 ``keyframes`` program outside its key times, costs one synthesis per run), and the
 last w is kept in ``ctx.extras["latents"][name]`` for plugins to inspect.
+
+``rate`` (textures per second of scene time) samples the program at
+``floor(t * rate) / rate``: the texture then changes ``rate`` times a second whatever the
+frame rate, so a slow generator costs one synthesis per 1/rate seconds instead of one
+per frame (offline renders stay deterministic: the same frame time gives the same w).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -34,18 +41,21 @@ class TextureStage:
     """Synthesises one generator's texture per frame (a :class:`latentscape.frame.Stage`)."""
 
     def __init__(self, name: str, generator, program: LatentProgram, *, noise_mode: str = "const",
-                 guard: Callable[[Any, torch.Tensor], torch.Tensor] | None = None):
+                 guard: Callable[[Any, torch.Tensor], torch.Tensor] | None = None, rate: float | None = None):
         self.name = name  # the frame loop times it as ``stage.<name>``
         self.G = generator
         self.program = program
         self.bound = program.bind(generator)
         self.noise_mode = noise_mode
         self.guard = guard
+        self.rate = rate
         self._last_w: torch.Tensor | None = None
         self._last_tex: torch.Tensor | None = None
 
     @torch.no_grad()
     def texture_at(self, t: float, ctx: Any = None) -> torch.Tensor:
+        if self.rate:
+            t = math.floor(t * self.rate) / self.rate
         w = self.bound.at(t)
         if self.guard is not None:
             w = self.guard(ctx, w[None])[0]
