@@ -67,12 +67,17 @@ def register(app: typer.Typer) -> None:
 
 
 def _render_scene_frames(scene: Path, folder: Path, n: int, size: int) -> Path:
-    """Render ``n`` frames of the scene's default camera path (without its stylizer)."""
+    """Render ``n`` frames of the scene's default camera path: field and layers only.
+
+    No stylizer (it is what is being trained) and no plugins: triggers follow the wall
+    clock (a schedule would put the night adapter on at 20:00), and the training frames
+    must not depend on when the recipe runs.
+    """
     from latentscape.errors import ConfigError
     from latentscape.frame import FrameLoop
     from latentscape.scene import load_scene
     from latentscape.sinks import PngSequenceSink
-    from latentscape.tools.pipeline import build_loop_parts
+    from latentscape.tools.pipeline_layers import build_layers
 
     if n <= 1:
         raise ConfigError(f"--scene-frames must be at least 2, got {n}")
@@ -82,11 +87,6 @@ def _render_scene_frames(scene: Path, folder: Path, n: int, size: int) -> Path:
     path = sc.camera_path(width=size, height=size) if sc.camera_paths else sc.orbit(n, size, size)
     step = max(1, len(path.cameras) // n)
     path.cameras = path.cameras[::step][:n]
-    parts = build_loop_parts(sc, stylize=False)
-    loop = FrameLoop(sc, **parts)
-    try:
-        loop.run(path, [PngSequenceSink(folder, overwrite=True)])
-    finally:
-        if hasattr(parts.get("hooks"), "close"):
-            parts["hooks"].close()
+    loop = FrameLoop(sc, **build_layers(sc))
+    loop.run(path, [PngSequenceSink(folder, overwrite=True)])
     return folder
