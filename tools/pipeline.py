@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from latentscape.scene.bundle import Scene
 
 
@@ -25,11 +27,15 @@ def build_loop_parts(scene: Scene, *, stylize: bool = True, audit_log: str | Pat
 
     parts: dict[str, Any] = {}
     parts.update(_plugin_parts(scene, audit_log=audit_log))
-    parts.update({k: parts.get(k, []) + v for k, v in build_layers(scene, hooks=parts.get("hooks")).items()})
-    if stylize:
-        styl = _stylizer(scene, stylizer)
-        if styl is not None:
-            parts["stylizer"] = styl
+    try:
+        parts.update({k: parts.get(k, []) + v for k, v in build_layers(scene, hooks=parts.get("hooks")).items()})
+        if stylize:
+            styl = _stylizer(scene, stylizer)
+            if styl is not None:
+                parts["stylizer"] = styl
+    except BaseException:
+        parts["hooks"].close()  # no plugin threads or servers outlive a scene that failed to build
+        raise
     return parts
 
 
@@ -51,8 +57,24 @@ def _stylizer(scene: Scene, override: str | Path | None):
     if scene.path.resolve() not in target.parents:
         raise SceneError(f"[stylizer] path {sec['path']!r} leaves the bundle", path=scene.path / "scene.toml",
                          hint="keep the stylizer inside the scene folder so scene.lock covers it")
-    options = {k: v for k, v in sec.items() if k not in ("path", "enabled")}
-    return load_stylizer(target, device=scene.device, **options)
+    mix = sec.get("mix", 1.0)
+    if isinstance(mix, bool) or not isinstance(mix, (int, float)) or not 0.0 <= mix <= 1.0:
+        raise SceneError(f"[stylizer] mix must be a number in [0, 1], got {mix!r}", path=scene.path / "scene.toml")
+    options = {k: v for k, v in sec.items() if k not in ("path", "enabled", "mix")}
+    styl = load_stylizer(target, device=scene.device, **options)
+    return styl if mix == 1.0 else _Mixed(styl, float(mix))
+
+
+class _Mixed:
+    """``(1 - mix) * frame + mix * stylizer(frame)``: keeps the scene legible under a strong style."""
+
+    def __init__(self, stylizer, mix: float):
+        self.stylizer, self.mix = stylizer, mix
+        self.name = f"{getattr(stylizer, 'name', 'stylizer')}*{mix:g}"
+        self.version = getattr(stylizer, "version", "")
+
+    def __call__(self, frame):
+        return torch.lerp(frame, self.stylizer(frame), self.mix)
 
 
 def _plugin_parts(scene: Scene, *, audit_log: str | Path | None = None) -> dict[str, Any]:
