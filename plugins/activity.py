@@ -66,17 +66,21 @@ class ActivityTrigger:
     def intensity(self, now: float | None = None) -> float:
         now = self.clock() if now is None else now
         with self._lock:
-            if self._t is None:
-                return 0.0
-            return self._value * math.exp(-math.log(2) * max(0.0, now - self._t) / self.cfg["half_life_s"])
+            return self._decayed(now)
+
+    def _decayed(self, now: float) -> float:
+        """The decayed value at ``now``; the caller holds ``self._lock``."""
+        if self._t is None:
+            return 0.0
+        return self._value * math.exp(-math.log(2) * max(0.0, now - self._t) / self.cfg["half_life_s"])
 
     @hookimpl
     def latentscape_activity(self, event) -> None:
         w = float(self.cfg["weights"].get(event.kind, 1.0))
-        now = self.clock()
-        cur = self.intensity(now)
         with self._lock:
-            self._value = cur + w * max(0.0, float(event.magnitude))
+            # Read, decay and add under one lock: events from several threads are never lost.
+            now = self.clock()
+            self._value = self._decayed(now) + w * max(0.0, float(event.magnitude))
             self._t = now
 
     def _pick(self, x: float) -> int | None:
