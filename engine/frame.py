@@ -161,12 +161,11 @@ class FrameLoop:
             rgb = timed("stylize", self._stylize, rgb)
         rgb8 = (rgb.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
         rgb8 = timed("hooks.check_frame", self.hooks.check_frame, ctx, rgb8)
-        depth = out.depth.cpu().numpy()
-        depth = np.where(out.alpha.cpu().numpy() > 1e-3, depth, np.inf).astype(np.float32)
+        alpha = out.alpha.cpu().numpy()
+        depth = np.where(alpha > 1e-3, out.depth.cpu().numpy(), np.inf).astype(np.float32)
         if depth_limit is not None:
             depth = np.minimum(depth, depth_limit.cpu().numpy())
-        frame = Frame(rgb8, depth, out.alpha.cpu().numpy(), ctx)
-        return frame
+        return Frame(rgb8, depth, alpha, ctx)
 
     def _layers(self, ctx: FrameContext):
         cam = ctx.camera

@@ -61,11 +61,6 @@ class TrainResult:
     seconds: float
     history: list[dict] = field(default_factory=list)
 
-    @property
-    def final_psnr(self) -> float | None:
-        evals = [h["psnr"] for h in self.history if "psnr" in h]
-        return evals[-1] if evals else None
-
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     mse = torch.mean((a.float() - b.float()) ** 2).item()

@@ -69,18 +69,6 @@ class OccupancyGrid(nn.Module):
         thresh = min(self.threshold / step_size, self.density.mean().item())
         self.bitfield.copy_((self.density > thresh).reshape(self.bitfield.shape))
 
-    @torch.no_grad()
-    def fill_from(self, density_fn, step_size: float, samples_per_cell: int = 2) -> None:
-        """Build the grid from scratch (a few jittered points in every cell)."""
-        self.density.zero_()
-        n = self.density.numel()
-        for _ in range(samples_per_cell):
-            cells = torch.arange(n, device=self.density.device)
-            vals = torch.cat([density_fn(self.cell_points(cells[i:i + (1 << 16)])) for i in range(0, n, 1 << 16)])
-            self.density.copy_(torch.maximum(self.density, vals))
-        thresh = self.threshold / step_size
-        self.bitfield.copy_((self.density > thresh).reshape(self.bitfield.shape))
-
     def coarse_bitfield(self, factor: int = 4) -> torch.Tensor:
         """A coarser grid (``factor`` cells per side pooled) dilated by one cell.
 
