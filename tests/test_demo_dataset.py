@@ -123,3 +123,56 @@ def test_cli_reports_missing_blender(monkeypatch, tmp_path, capsys):
         cli.main(["dataset", "demo", "--out", str(tmp_path / "ds")])
     assert exit_info.value.code == DatasetError.exit_code
     assert "apt-get install" in capsys.readouterr().err
+
+
+def test_no_val_views_means_val_lists_the_test_views():
+    splits = dd.frame_paths(3, 0, 2)
+    assert splits["val"] == []
+    doc = dd.build_transforms(dd.sample_camera_poses(5, seed=0), dd.Intrinsics.from_fov_y(32, 32, 40.0), splits)
+    assert doc["val_filenames"] == doc["test_filenames"] == ["images/r_003.png", "images/r_004.png"]
+    assert doc["train_filenames"] == splits["train"]
+    assert len(doc["frames"]) == 5  # the test views are not duplicated as frames
+
+
+def test_prepare_mesh_passes_blender_formats_and_converts_off(tmp_path):
+    import trimesh
+
+    for name in ("a.glb", "b.GLTF", "c.dae", "d.obj", "e.ply", "f.stl"):
+        assert dd.prepare_mesh(tmp_path / name, tmp_path) == (tmp_path / name, None)
+    off = tmp_path / "tet.off"
+    off.write_text("OFF\n4 4 0\n0 0 0\n1 0 0\n0 1 0\n0 0 1\n3 0 2 1\n3 0 1 3\n3 0 3 2\n3 1 2 3\n")
+    out_dir = tmp_path / "tmp"
+    out_dir.mkdir()
+    converted, how = dd.prepare_mesh(off, out_dir)
+    assert converted == out_dir / "tet.ply" and ".off -> .ply" in how
+    mesh = trimesh.load(str(converted), force="mesh")
+    assert (len(mesh.vertices), len(mesh.faces)) == (4, 4)
+    np.testing.assert_allclose(mesh.bounds, [[0, 0, 0], [1, 1, 1]])
+
+
+def test_prepare_mesh_rejects_unknown_and_empty_files(tmp_path):
+    with pytest.raises(DatasetError, match="cannot read"):
+        dd.prepare_mesh(tmp_path / "mesh.xyz123", tmp_path)
+    empty = tmp_path / "empty.off"
+    empty.write_text("OFF\n0 0 0\n")
+    with pytest.raises(DatasetError):
+        dd.prepare_mesh(empty, tmp_path)
+
+
+def test_cli_blender_command_passes_the_mesh_and_splits(monkeypatch, tmp_path, capsys):
+    from latentscape.tools import cli
+
+    seen = {}
+
+    def fake_build(out, **kwargs):
+        seen.update(kwargs, out=out)
+        return out / "transforms.json"
+
+    monkeypatch.setattr(dd, "build_demo_dataset", fake_build)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["dataset", "blender", "--mesh", str(tmp_path / "cow.off"), "--out", str(tmp_path / "ds"),
+                  "--size", "100", "--train", "60", "--val", "0", "--test", "12", "--seed", "5"])
+    assert exit_info.value.code == 0
+    assert seen["asset"] == tmp_path / "cow.off"
+    assert (seen["size"], seen["n_train"], seen["n_val"], seen["n_test"], seen["seed"]) == (100, 60, 0, 12, 5)
+    assert "72 views, 100x100" in capsys.readouterr().out

@@ -11,8 +11,9 @@ and reads back ``result.json``. The script:
 1. starts from an empty scene (factory settings, no default cube/light/camera);
 2. imports the asset: glTF 2.0 through blender's importer, glTF 1.0 (the
    ``CesiumMilkTruck`` that Debian's ``assimp-testmodels`` ships is glTF 1.0, which
-   blender's importer refuses) through the small reader below, Collada through
-   blender's importer;
+   blender's importer refuses) through the small reader below, Collada, OBJ, PLY,
+   STL and FBX through blender's importers (the caller converts other formats to
+   PLY); a mesh without a material gets one (its vertex colours, else light grey);
 3. scales and moves it so its bounding box is centred on the origin with its
    largest half-extent equal to ``fit_half_extent`` (about ``[-1, 1]^3``);
 4. lights it with the HDRI as the world (the background is not rendered:
@@ -221,8 +222,14 @@ def import_asset(path: str) -> list:
         bpy.ops.wm.collada_import(filepath=path)
     elif ext == ".obj":
         bpy.ops.wm.obj_import(filepath=path)
+    elif ext == ".ply":
+        bpy.ops.import_mesh.ply(filepath=path)
+    elif ext == ".stl":
+        bpy.ops.import_mesh.stl(filepath=path)
+    elif ext == ".fbx":
+        bpy.ops.import_scene.fbx(filepath=path)
     else:
-        raise ValueError(f"unsupported asset format {ext!r} (glTF, Collada or OBJ)")
+        raise ValueError(f"unsupported asset format {ext!r} (glTF, Collada, OBJ, PLY, STL or FBX)")
     new = [o for o in bpy.data.objects if o not in before]
     # Collada files may carry their own cameras and lights: only meshes and empties stay.
     for obj in list(new):
@@ -231,7 +238,28 @@ def import_asset(path: str) -> list:
             new.remove(obj)
     if not any(o.type == "MESH" for o in new):
         raise ValueError(f"{path}: no mesh was imported")
+    for obj in new:
+        if obj.type == "MESH" and not any(obj.data.materials):
+            obj.data.materials.clear()
+            obj.data.materials.append(default_material(obj.data))
     return new
+
+
+def default_material(mesh):
+    """A diffuse-ish material for a mesh that has none: its vertex colours, else light grey."""
+    mat = bpy.data.materials.new(f"{mesh.name}_default")
+    mat.use_nodes = True
+    tree = mat.node_tree
+    bsdf = tree.nodes["Principled BSDF"]
+    bsdf.inputs["Roughness"].default_value = 0.6
+    colors = getattr(mesh, "color_attributes", None)
+    if colors is not None and len(colors) > 0:
+        attr = tree.nodes.new("ShaderNodeVertexColor")
+        attr.layer_name = colors[0].name
+        tree.links.new(attr.outputs["Color"], bsdf.inputs["Base Color"])
+    else:
+        bsdf.inputs["Base Color"].default_value = (0.7, 0.7, 0.7, 1.0)
+    return mat
 
 
 def world_bounds(objects) -> tuple[list[float], list[float]]:

@@ -19,12 +19,24 @@ Debian packages needed to rebuild (install step; nothing downloads at run time):
     dpkg-deb --fsys-tarfile blender-data_*.deb \\
         | tar -x -C /tmp --wildcards './usr/share/blender/datafiles/studiolights/world/*.exr'
 
+The same recipe renders any mesh file (``latentscape dataset blender --mesh FILE``):
+formats blender imports itself (glTF/GLB, Collada, OBJ, PLY, STL, FBX) go to blender
+as they are; other formats trimesh reads (``.off`` such as CGAL's meshes, ...) are
+converted to a temporary PLY first (see :func:`prepare_mesh`). A mesh without a
+material is rendered with its vertex colours if it has them, else light grey.
+
 Usage::
 
     latentscape dataset demo --out data/demo_dataset
+    latentscape dataset blender --mesh /usr/share/assimp/models/Collada/duck.dae \\
+        --out data/duck --size 100 --train 60 --val 0 --test 12
     # or from Python
     from latentscape.tools.demo_dataset import build_demo_dataset
     build_demo_dataset("data/demo_dataset", size=128, n_train=100, n_val=10, n_test=10)
+
+With ``n_val=0``, ``val_filenames`` lists the test views: nerfstudio's
+``nerfstudio-data`` parser evaluates the val split, so both it and latentscape then
+evaluate the same held-out views.
 
 Camera matrices are blender's camera ``matrix_world``, written unchanged: a blender
 camera looks down its local -Z with +Y up, which is the OpenGL convention that
@@ -70,6 +82,9 @@ HDRI_DIRS = (
     Path("/tmp/usr/share/blender/datafiles/studiolights/world"),
 )
 DEFAULT_HDRI = "courtyard.exr"
+
+# Mesh formats blender 3.4 imports itself (tools/blender_views.py); others go through trimesh.
+BLENDER_FORMATS = (".gltf", ".glb", ".dae", ".obj", ".ply", ".stl", ".fbx")
 
 EVENT_PREFIX = "LATENTSCAPE "
 
@@ -180,7 +195,8 @@ def build_transforms(matrices: Sequence[np.ndarray], intrinsics: Intrinsics, spl
             for path, m in zip(paths, matrices)
         ],
         "train_filenames": list(splits["train"]),
-        "val_filenames": list(splits["val"]),
+        # No val views: nerfstudio evaluates the val split, so it gets the test views.
+        "val_filenames": list(splits["val"] or splits["test"]),
         "test_filenames": list(splits["test"]),
     }
     if recipe is not None:
@@ -237,7 +253,7 @@ def find_asset(asset: str | Path | None = None) -> Path:
         if path.is_file():
             return path
     raise DatasetError("no asset to render: " + ", ".join(str(p) for p in candidates) + " missing",
-                       hint=f"{APT_HINT}, or pass --asset FILE (glTF, Collada or OBJ)")
+                       hint=f"{APT_HINT}, or pass a mesh file (glTF, Collada, OBJ, PLY, STL, FBX, OFF)")
 
 
 def find_hdri(hdri: str | Path | None = None, dirs: Sequence[Path] = HDRI_DIRS) -> Path:
@@ -254,6 +270,33 @@ def find_hdri(hdri: str | Path | None = None, dirs: Sequence[Path] = HDRI_DIRS) 
         if found:
             return found[0]
     raise DatasetError("no HDRI (*.exr) in " + ", ".join(str(d) for d in dirs), hint=HDRI_HINT)
+
+
+def prepare_mesh(path: str | Path, tmp_dir: str | Path) -> tuple[Path, str | None]:
+    """The file blender should import for ``path``, and how it was converted (``None``: as is).
+
+    Formats blender imports itself are returned unchanged. Anything else trimesh can
+    read (``.off``, ...) is loaded as one mesh and written to ``tmp_dir`` as a binary
+    PLY, which keeps vertex colours.
+    """
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext in BLENDER_FORMATS:
+        return path, None
+    import trimesh
+
+    if ext.lstrip(".") not in trimesh.available_formats():
+        raise DatasetError(f"cannot read {ext or 'extensionless'} meshes", path=path,
+                           hint="use a mesh blender (" + ", ".join(BLENDER_FORMATS) + ") or trimesh can read")
+    try:
+        mesh = trimesh.load(str(path), force="mesh")
+    except Exception as err:  # trimesh raises many kinds of errors for bad files
+        raise DatasetError(f"trimesh cannot read the mesh: {err}", path=path) from err
+    if len(mesh.faces) == 0:
+        raise DatasetError("the mesh has no faces", path=path)
+    converted = Path(tmp_dir) / (path.stem + ".ply")
+    mesh.export(str(converted), file_type="ply")
+    return converted, f"trimesh {trimesh.__version__}: {ext} -> .ply"
 
 
 def _sha256(path: Path) -> str:
@@ -323,8 +366,9 @@ def build_demo_dataset(out: str | Path, *, size: int = 128, n_train: int = 100, 
     with tempfile.TemporaryDirectory(prefix="latentscape-views-") as tmp:
         job_path = Path(tmp) / "job.json"
         result_path = Path(tmp) / "result.json"
+        blender_asset, converted = prepare_mesh(asset_path, tmp)
         job = {
-            "asset": str(asset_path), "hdri": str(hdri_path), "out_dir": str(out), "result": str(result_path),
+            "asset": str(blender_asset), "hdri": str(hdri_path), "out_dir": str(out), "result": str(result_path),
             "width": size, "height": size, "fov_y_deg": fov_y_deg, "samples": samples, "seed": seed,
             "fit_half_extent": 1.0, "hdri_strength": 1.0, "view_transform": "Standard", "threads": threads,
             "frames": [{"file_path": p, "transform_matrix": m.tolist()} for p, m in zip(paths, poses)],
@@ -350,6 +394,7 @@ def build_demo_dataset(out: str | Path, *, size: int = 128, n_train: int = 100, 
     recipe = {
         "asset": str(asset_path),
         "asset_sha256": _sha256(asset_path),
+        "asset_converted": converted,
         "hdri": hdri_path.name,
         "hdri_path": str(hdri_path),
         "hdri_sha256": _sha256(hdri_path),
@@ -367,7 +412,8 @@ def build_demo_dataset(out: str | Path, *, size: int = 128, n_train: int = 100, 
         "asset_bounds": bounds,
         "asset_scale": result["asset"]["scale"],
         "render_seconds": round(seconds, 1),
-        "debian_packages": ["blender", "blender-data", "assimp-testmodels"],
+        "debian_packages": ["blender", "blender-data"]
+        + (["assimp-testmodels"] if str(asset_path).startswith("/usr/share/assimp/") else []),
     }
     doc = build_transforms(matrices, intr, splits, aabb_scale=1, recipe=recipe)
     centre = [(a + b) / 2 for a, b in zip(*bounds)]
