@@ -1,13 +1,15 @@
-"""Backend selection for the hot ops: ``auto | torch | triton | tcnn``.
+"""Backend selection for the hot ops: ``auto | torch | cpu | triton | tcnn``.
 
-``torch`` is the reference and runs everywhere. ``triton`` needs CUDA (or
+``torch`` is the reference and runs everywhere. ``cpu`` is the CPU fast path: numba
+kernels (``kernels/cpu/``) for the hash grid and the packed marcher/compositor, with
+the MLPs on torch's BLAS. ``triton`` needs CUDA (or
 ``TRITON_INTERPRET=1`` for parity tests on the CPU). ``tcnn`` needs ``tinycudann`` on
 CUDA. ``auto`` picks the best available (tcnn > triton > torch) and warns once when it
 falls back; an explicitly requested backend that cannot load raises
 :class:`~latentscape.errors.BackendError`. The environment variable
 ``LATENTSCAPE_BACKEND`` overrides a scene's choice.
 
-``auto`` picks ``triton`` only for CUDA devices: under ``TRITON_INTERPRET=1`` the
+``auto`` picks ``cpu`` for CPU devices when numba is installed, ``triton`` only for CUDA devices: under ``TRITON_INTERPRET=1`` the
 kernels run on the CPU too, but that is for parity tests, so it must be asked for.
 
 :func:`select_ops` returns every hot op of the resolved backend at once
@@ -26,7 +28,7 @@ import torch
 
 from latentscape.errors import BackendError
 
-BACKENDS = ("auto", "torch", "triton", "tcnn")
+BACKENDS = ("auto", "torch", "cpu", "triton", "tcnn")
 ENV_VAR = "LATENTSCAPE_BACKEND"
 
 Encoding = Callable[[torch.Tensor, torch.Tensor, object], torch.Tensor]
@@ -59,6 +61,14 @@ def _triton_problem(device: torch.device | None) -> str | None:
     return None
 
 
+def _cpu_problem(device: torch.device | None) -> str | None:
+    from latentscape.kernels.cpu import numba_problem
+
+    if device is not None and device.type != "cpu":
+        return f"the numba kernels run on CPU tensors, the scene is on {device}"
+    return numba_problem()
+
+
 def _tcnn_problem(device: torch.device | None) -> str | None:
     if not torch.cuda.is_available() or (device is not None and device.type != "cuda"):
         return "tinycudann needs a CUDA device"
@@ -73,7 +83,7 @@ def resolve_backend(choice: str | None = None, device: torch.device | str | None
     """Turn a request into the backend that will run, raising or warning as documented."""
     choice = requested_backend(choice)
     device = torch.device(device) if device is not None else None
-    problems = {"triton": _triton_problem, "tcnn": _tcnn_problem}
+    problems = {"cpu": _cpu_problem, "triton": _triton_problem, "tcnn": _tcnn_problem}
     if choice == "torch":
         return "torch"
     if choice in problems:
@@ -84,6 +94,10 @@ def resolve_backend(choice: str | None = None, device: torch.device | str | None
         return choice
     reasons = []
     on_cuda = device.type == "cuda" if device is not None else torch.cuda.is_available()
+    if not on_cuda:
+        # The CPU: the numba kernels when they load, else the references (no warning:
+        # torch is a correct, complete backend there).
+        return "cpu" if _cpu_problem(device) is None else "torch"
     for name in ("tcnn", "triton"):
         problem = problems[name](device)
         if problem is None and name == "triton" and not on_cuda:
@@ -109,6 +123,10 @@ def select_encoding(choice: str | None = None, device: torch.device | str | None
         from latentscape.kernels.tcnn import hashgrid_encode as tcnn_encode
 
         return tcnn_encode
+    if backend == "cpu":
+        from latentscape.kernels.cpu.hashgrid import hashgrid_encode as cpu_encode
+
+        return cpu_encode
     from latentscape.kernels.reference.hashgrid import hashgrid_encode
 
     return hashgrid_encode
@@ -122,7 +140,10 @@ class Ops:
     """The hot ops of one backend, with the contracts of their torch references.
 
     ``mlp`` is None where the field's own ``nn.Sequential`` modules should run (torch);
-    otherwise ``mlp(x, weights)`` with weights in ``nn.Linear`` layout.
+    otherwise ``mlp(x, weights)`` with weights in ``nn.Linear`` layout. ``march_next`` and
+    ``composite_packed`` are set where the renderer should march packed samples in
+    rounds (``kernels.reference.packed`` contracts); otherwise it marches fixed segments
+    with ``march_segment`` / ``composite_segment``.
     """
 
     name: str
@@ -130,6 +151,14 @@ class Ops:
     mlp: MLP | None
     march_segment: Callable
     composite_segment: Callable
+    march_next: Callable | None = None
+    composite_packed: Callable | None = None
+    sample_points: Callable | None = None
+    sh_packed: Callable | None = None
+
+    @property
+    def packed(self) -> bool:
+        return self.march_next is not None
 
 
 def _triton_mlp(x: torch.Tensor, weights: list) -> torch.Tensor:
@@ -145,8 +174,10 @@ def _triton_mlp(x: torch.Tensor, weights: list) -> torch.Tensor:
 def select_ops(choice: str | None = None, device: torch.device | str | None = None) -> Ops:
     """Every hot op of the resolved backend.
 
-    torch: the references. triton: the Triton kernels for all four. tcnn: tinycudann's
-    hash grid; the MLP, marcher and compositor from Triton when it loads, else torch.
+    torch: the references. cpu: the numba hash grid and packed marcher/compositor
+    (``kernels/cpu``), torch MLPs. triton: the Triton kernels for all four. tcnn:
+    tinycudann's hash grid; the MLP, marcher and compositor from Triton when it loads,
+    else torch.
     """
     from latentscape.kernels.reference import raymarch as ref_raymarch
 
@@ -157,4 +188,10 @@ def select_ops(choice: str | None = None, device: torch.device | str | None = No
         from latentscape.kernels import raymarch as tri_raymarch
 
         return Ops(backend, encoding, _triton_mlp, tri_raymarch.march_segment, tri_raymarch.composite_segment)
+    if backend == "cpu":
+        from latentscape.kernels.cpu import raymarch as cpu_raymarch
+        from latentscape.kernels.cpu.sh import sh_packed
+
+        return Ops(backend, encoding, None, ref_raymarch.march_segment, ref_raymarch.composite_segment,
+                   cpu_raymarch.march_next, cpu_raymarch.composite_packed, cpu_raymarch.sample_points, sh_packed)
     return Ops(backend, encoding, None, ref_raymarch.march_segment, ref_raymarch.composite_segment)

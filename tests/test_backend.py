@@ -33,10 +33,16 @@ def test_torch_ops_are_the_references():
     assert ops.march_segment is ref_raymarch.march_segment and ops.composite_segment is ref_raymarch.composite_segment
 
 
-def test_auto_stays_on_torch_on_the_cpu():
+def test_auto_picks_the_numba_kernels_on_the_cpu(monkeypatch):
     # TRITON_INTERPRET=1 is set for the suite: the interpreter must still not be chosen by 'auto'.
+    assert backend.resolve_backend("auto", "cpu") == "cpu"
+    ops = backend.select_ops(None, "cpu")
+    assert ops.name == "cpu" and ops.packed
+    # Without numba, auto falls back to the torch references (no warning on the CPU).
+    monkeypatch.setitem(sys.modules, "numba", None)
     assert backend.resolve_backend("auto", "cpu") == "torch"
-    assert backend.select_ops(None, "cpu").name == "torch"
+    with pytest.raises(BackendError, match="numba"):
+        backend.select_ops("cpu", "cpu")
 
 
 def test_tcnn_without_tinycudann_raises(monkeypatch):

@@ -161,6 +161,36 @@ class NerfField(nn.Module):
     def density(self, x: torch.Tensor) -> torch.Tensor:
         return self.density_and_features(x)[0]
 
+    def _packed_inputs(self, o, d, t, offsets):
+        """Grid coordinates of packed samples (and each sample's ray index where computed)."""
+        ops = self.ops
+        if ops is not None and ops.sample_points is not None:
+            return ops.sample_points(o, d, t, offsets, self.aabb), None
+        ray = torch.repeat_interleave(torch.arange(offsets.shape[0] - 1, device=o.device), offsets[1:] - offsets[:-1])
+        return self.normalize(o[ray] + t[:, None] * d[ray]), ray
+
+    def density_packed(self, o: torch.Tensor, d: torch.Tensor, t: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """Density of packed samples: ray ``r`` (o[r], d[r]) owns ``t[offsets[r]:offsets[r+1]]``."""
+        xn, _ = self._packed_inputs(o, d, t, offsets)
+        out = self._run_mlp(self.density_mlp, self.encoding(xn, self.grid, self.layout))
+        return trunc_exp(out[:, 0])
+
+    def forward_packed(self, o: torch.Tensor, d: torch.Tensor, t: torch.Tensor,
+                       offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward`` for packed samples, without materialising per-sample origins and directions.
+
+        o, d: [R, 3] rays; t: [S] distances; offsets: [R+1]. Returns (sigma [S], rgb [S, 3]).
+        """
+        xn, ray = self._packed_inputs(o, d, t, offsets)
+        out = self._run_mlp(self.density_mlp, self.encoding(xn, self.grid, self.layout))
+        ops = self.ops
+        if ops is not None and ops.sh_packed is not None:
+            sh = ops.sh_packed(d, offsets, self.config.sh_degree)
+        else:
+            sh = sh_encode(d[ray], self.config.sh_degree)
+        rgb = torch.sigmoid(self._run_mlp(self.color_mlp, torch.cat((sh, out), -1)))
+        return trunc_exp(out[:, 0]), rgb
+
     def forward(self, x: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x: [N, 3] points, d: [N, 3] unit directions -> (sigma [N], rgb [N, 3])."""
         sigma, feats = self.density_and_features(x)

@@ -6,9 +6,18 @@ of the density seen at random points inside it; a cell is occupied when
 ``density * step`` passes a threshold (nerfacc's rule: the opacity one step would add).
 During training the grid is refreshed every few steps: every cell during warm-up,
 then a random quarter of the cells plus the occupied ones.
+
+Before the first step, :meth:`OccupancyGrid.carve` can rule cells out for good from the
+training views alone (no field evaluation): a cell that no training camera sees is
+never sampled (instant-ngp marks such cells -1), and with RGBA images a cell that
+projects onto a transparent pixel of any view lies outside the object's visual hull,
+so it is empty too (space carving). Only the remaining cells are marched and updated,
+which is what lets the first training steps spend their samples on the object.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -30,6 +39,9 @@ class OccupancyGrid(nn.Module):
         self.register_buffer("density", torch.zeros(n))
         # Everything occupied until the first update: nothing is skipped by mistake.
         self.register_buffer("bitfield", torch.ones(levels, resolution, resolution, resolution, dtype=torch.bool))
+        # Cells that may ever be occupied (carve() clears the rest); not saved: the
+        # bitfield already excludes them.
+        self.register_buffer("allowed", torch.ones(levels * resolution**3, dtype=torch.bool), persistent=False)
 
     def occupied(self, pts: torch.Tensor) -> torch.Tensor:
         return occupancy_lookup(pts, self.bitfield, self.aabb)
@@ -49,12 +61,13 @@ class OccupancyGrid(nn.Module):
     @torch.no_grad()
     def update(self, density_fn, step_size: float, step: int, warmup_steps: int = 256, chunk: int = 1 << 16) -> None:
         """Refresh cell densities with ``density_fn(points [N, 3]) -> [N]``."""
-        n = self.density.numel()
         dev = self.density.device
+        candidates = self.allowed.nonzero().squeeze(-1)
+        n = candidates.numel()
         if step < warmup_steps:
-            cells = torch.arange(n, device=dev)
+            cells = candidates
         else:
-            uniform = torch.randint(0, n, (n // 4,), device=dev)
+            uniform = candidates[torch.randint(0, n, (n // 4,), device=dev)]
             occupied = self.bitfield.reshape(-1).nonzero().squeeze(-1)
             if occupied.numel() > n // 4:
                 occupied = occupied[torch.randint(0, occupied.numel(), (n // 4,), device=dev)]
@@ -66,8 +79,61 @@ class OccupancyGrid(nn.Module):
         decayed.scatter_reduce_(0, cells, values, reduce="amax", include_self=True)
         self.density.copy_(decayed)
         # Keep cells whose density is above the threshold or above the mean (instant-ngp).
-        thresh = min(self.threshold / step_size, self.density.mean().item())
-        self.bitfield.copy_((self.density > thresh).reshape(self.bitfield.shape))
+        thresh = min(self.threshold / step_size, self.density[candidates].mean().item() if n else 0.0)
+        self.bitfield.copy_(((self.density > thresh) & self.allowed).reshape(self.bitfield.shape))
+
+    @torch.no_grad()
+    def carve(self, cameras, alphas=None, *, to_field=None, alpha_threshold: float = 0.01,
+              chunk: int = 1 << 16) -> float:
+        """Rule out cells from the training views; returns the fraction of cells left.
+
+        cameras: pinhole :class:`~latentscape.render.cameras.Camera` s (world poses);
+        alphas: optional [H, W] opacity per camera (None where unknown); to_field:
+        (center, scale), the world -> field normalisation. A cell stays allowed if some
+        camera sees it, and no camera with an alpha map sees it on a pixel whose alpha,
+        dilated by the cell's projected size, is below ``alpha_threshold``.
+        """
+        dev = self.density.device
+        n = self.levels * self.resolution**3
+        pinhole = [i for i, c in enumerate(cameras) if c.model == "pinhole"]
+        if not pinhole:
+            return float(self.allowed.float().mean())
+        center, scale = to_field if to_field is not None else (torch.zeros(3), 1.0)
+        cell_size = float((self.aabb[3:] - self.aabb[:3]).max()) / self.resolution
+        cells = torch.arange(n, device=dev)
+        pts = self.cell_points(cells, jitter=False)
+        half_diag = 0.5 * math.sqrt(3.0) * cell_size * torch.exp2((cells // self.resolution**3).float())
+        seen = torch.zeros(n, dtype=torch.bool, device=dev)
+        carved = torch.zeros(n, dtype=torch.bool, device=dev)
+        # Cells still in play: each camera tests only those, so the work shrinks as cells are carved.
+        live = cells
+        for i in pinhole:
+            cam = cameras[i]
+            c2w = cam.c2w.to(dev, torch.float32)
+            eye = (c2w[:3, 3] - center.to(dev)) * scale
+            q = (pts[live] - eye) @ c2w[:3, :3]  # camera axes (OpenGL: looks down -z)
+            z = -q[:, 2]
+            front = z > 1e-6
+            zc = z.clamp_min(1e-6)
+            u = cam.fx * q[:, 0] / zc + cam.cx
+            v = -cam.fy * q[:, 1] / zc + cam.cy
+            rad = half_diag[live] * cam.fx / zc  # the cell's radius in pixels
+            seen[live] |= front & (u + rad >= 0) & (u - rad < cam.width) & (v + rad >= 0) & (v - rad < cam.height)
+            if alphas is None or alphas[i] is None:
+                continue
+            # Wholly inside the image: empty if the alpha, dilated by the footprint, is ~0 there.
+            full = front & (u - rad >= 0) & (u + rad < cam.width) & (v - rad >= 0) & (v + rad < cam.height)
+            idx = full.nonzero().squeeze(-1)
+            if idx.numel() == 0:
+                continue
+            r = int(math.ceil(float(rad[idx].max()))) + 1
+            dil = _dilate(alphas[i].to(dev, torch.float32), r)
+            empty = dil[v[idx].long(), u[idx].long()] < alpha_threshold
+            carved[live[idx[empty]]] = True
+            live = live[~carved[live]]
+        self.allowed.copy_(seen & ~carved)
+        self.bitfield.copy_(self.bitfield & self.allowed.reshape(self.bitfield.shape))
+        return float(self.allowed.float().mean())
 
     def coarse_bitfield(self, factor: int = 4) -> torch.Tensor:
         """A coarser grid (``factor`` cells per side pooled) dilated by one cell.
@@ -88,3 +154,8 @@ class OccupancyGrid(nn.Module):
 
     def occupancy_fraction(self) -> float:
         return self.bitfield.float().mean().item()
+
+
+def _dilate(alpha: torch.Tensor, radius: int) -> torch.Tensor:
+    """Max of ``alpha`` [H, W] over a (2 radius + 1)^2 window."""
+    return torch.nn.functional.max_pool2d(alpha[None, None], 2 * radius + 1, stride=1, padding=radius)[0, 0]

@@ -1,9 +1,20 @@
 """Volume renderer: rays -> occupancy-skipping march -> field -> composited rgb, depth, alpha.
 
-Rays are processed in chunks so memory stays bounded at any resolution, and each
-chunk is marched segment by segment: after every segment, rays whose transmittance
-fell below ``early_stop`` or that left the box stop (early termination), and only
-samples in occupied cells reach the field (empty-space skipping).
+Rays are processed in chunks so memory stays bounded at any resolution. Two
+marchers share one contract (same sample lattice ``tnear + (k + 0.5) * dt``, same
+occupancy test, same compositing):
+
+* **packed** (backends whose ``Ops.packed`` is set, e.g. ``cpu``): only samples in
+  occupied cells are stored, in one flat array (nerfacc's layout). Training marches
+  each ray once, drops the samples behind an opaque surface with a no-grad density
+  pass (nerfacc's ``early_stop_eps``), and back-propagates through the rest.
+  Inference runs in rounds as instant-ngp's tracer does: each round every live ray
+  proposes its next ``k`` occupied samples, ``k`` growing as rays finish
+  (``samples_per_round / live rays``), one field batch per round; rays stop when
+  their transmittance falls below ``early_stop`` or they leave the box.
+* **segment** (torch, triton, tcnn): each chunk is marched segment by segment
+  (``segment`` samples per ray per round, including empty ones), with the same early
+  termination and a coarse empty-space skip first.
 """
 
 from __future__ import annotations
@@ -33,6 +44,14 @@ class RenderConfig:
     """Ignore geometry closer than this to the camera (normalised units)."""
     chunk: int = 1 << 15
     """Rays per chunk: bounds memory at any resolution."""
+    samples_per_round: int = 1 << 17
+    """Packed marcher: field evaluations aimed at per round (k = this / live rays)."""
+    max_samples_per_round: int = 64
+    """Packed marcher: the most samples one ray proposes in a round."""
+    min_samples_per_round: int = 4
+    """Packed marcher: the fewest samples one ray proposes in a round."""
+    train_early_stop: float = 1e-4
+    """Packed training: samples behind a transmittance below this get no gradient pass."""
 
     def step_size(self, aabb) -> float:
         aabb = torch.as_tensor(aabb, dtype=torch.float32)
@@ -45,6 +64,7 @@ class RenderOutput:
     depth: torch.Tensor  # [N] distance along the ray, in the caller's units
     alpha: torch.Tensor  # [N] accumulated opacity
     samples: int = 0  # field evaluations
+    rounds: int = 0  # marching rounds (one field batch each)
 
 
 def render_rays(field: NerfField, grid: OccupancyGrid, o: torch.Tensor, d: torch.Tensor, cfg: RenderConfig,
@@ -61,6 +81,8 @@ def render_rays(field: NerfField, grid: OccupancyGrid, o: torch.Tensor, d: torch
     dt = cfg.step_size(aabb)
     # The field's backend (NerfField.ops, from kernels.backend.select_ops) marches and composites.
     ops = getattr(field, "ops", None)
+    if ops is not None and ops.packed:
+        return _render_packed(field, grid, o, d, cfg, background, ops, jitter=jitter, tmax=tmax)
     march, composite = (march_segment, composite_segment) if ops is None else (ops.march_segment, ops.composite_segment)
     tnear, tfar = ray_aabb(o, d, aabb, cfg.near)
     if tmax is not None:
@@ -76,9 +98,11 @@ def render_rays(field: NerfField, grid: OccupancyGrid, o: torch.Tensor, d: torch
     alive = (tnear < tfar).nonzero().squeeze(-1)
     t_start = tnear
     samples = 0
+    rounds = 0
     for _ in range(max_rounds):
         if alive.numel() == 0:
             break
+        rounds += 1
         oa, da = o[alive], d[alive]
         t, valid = march(oa, da, t_start[alive], tfar[alive], dt, cfg.segment, grid.bitfield, aabb)
         sigma = torch.zeros(t.shape, device=dev)
@@ -101,7 +125,80 @@ def render_rays(field: NerfField, grid: OccupancyGrid, o: torch.Tensor, d: torch
     rgb = rgb + (1.0 - opacity)[:, None] * background.to(dev).expand(n, 3)
     # Depth as the expected distance over the visible part (0 where nothing was hit).
     depth = depth / opacity.clamp_min(1e-6)
-    return RenderOutput(rgb, depth, opacity, samples)
+    return RenderOutput(rgb, depth, opacity, samples, rounds)
+
+
+def _render_packed(field: NerfField, grid: OccupancyGrid, o, d, cfg: RenderConfig, background, ops, *,
+                   jitter: bool, tmax) -> RenderOutput:
+    n = o.shape[0]
+    aabb = field.aabb
+    dt = cfg.step_size(aabb)
+    tnear, tfar = ray_aabb(o, d, aabb, cfg.near)
+    if tmax is not None:
+        tfar = torch.minimum(tfar, tmax)
+    if jitter:
+        tnear = tnear + torch.rand_like(tnear) * dt
+    bits = grid.bitfield
+    max_steps = cfg.steps_per_diagonal + 1
+    ones = torch.ones(n)
+    if torch.is_grad_enabled():
+        offsets, t, _ = ops.march_next(o, d, tnear, tfar, dt, bits, aabb, max_steps)
+        offsets, t = _drop_occluded(field, o, d, t, offsets, dt, cfg.train_early_stop)
+        sigma, col = field.forward_packed(o, d, t, offsets)
+        rgb, depth, opacity, _ = ops.composite_packed(sigma, col, t, dt, offsets, ones)
+        samples, rounds = int(t.numel()), 1
+    else:
+        rgb = torch.zeros(n, 3)
+        depth = torch.zeros(n)
+        opacity = torch.zeros(n)
+        trans = ones.clone()
+        t_cur = tnear.clone()
+        alive = (tnear < tfar).nonzero().squeeze(-1)
+        samples = rounds = 0
+        while alive.numel():
+            k = min(cfg.max_samples_per_round, max(cfg.min_samples_per_round, cfg.samples_per_round // alive.numel()))
+            oa, da, fa = o[alive], d[alive], tfar[alive]
+            offsets, t, t_next = ops.march_next(oa, da, t_cur[alive], fa, dt, bits, aabb, k)
+            t_cur[alive] = t_next
+            rounds += 1
+            trans_a = trans[alive]
+            if t.numel():
+                sigma, col = field.forward_packed(oa, da, t, offsets)
+                seg_rgb, seg_depth, seg_op, trans_a = ops.composite_packed(sigma, col, t, dt, offsets, trans_a)
+                rgb.index_add_(0, alive, seg_rgb)
+                depth.index_add_(0, alive, seg_depth)
+                opacity.index_add_(0, alive, seg_op)
+                trans[alive] = trans_a
+                samples += int(t.numel())
+            alive = alive[(trans_a > cfg.early_stop) & (t_next < fa)]
+    rgb = rgb + (1.0 - opacity)[:, None] * background.expand(n, 3)
+    depth = depth / opacity.clamp_min(1e-6)
+    return RenderOutput(rgb, depth, opacity, samples, rounds)
+
+
+@torch.no_grad()
+def _drop_occluded(field: NerfField, o, d, t, offsets, dt: float, eps: float):
+    """Keep the packed samples whose transmittance (from a no-grad density pass) is above ``eps``.
+
+    Behind an opaque surface a sample's weight is below ``eps`` and its gradient nearly
+    nil; instant-ngp and nerfacc skip them, which saves the expensive backward pass.
+    """
+    if t.numel() == 0 or eps <= 0:
+        return offsets, t
+    n = offsets.shape[0] - 1
+    counts = offsets[1:] - offsets[:-1]
+    ray = torch.repeat_interleave(torch.arange(n), counts)
+    sigma = field.density_packed(o, d, t, offsets)
+    tau = (sigma * dt).double()
+    excl = torch.cumsum(tau, 0) - tau
+    excl = excl - excl[offsets[:-1].clamp_max(t.numel() - 1)][ray]
+    keep = torch.exp(-excl) > eps
+    if bool(keep.all()):
+        return offsets, t
+    new_counts = torch.zeros(n, dtype=torch.int64).index_add_(0, ray, keep.long())
+    new_offsets = torch.zeros(n + 1, dtype=torch.int64)
+    torch.cumsum(new_counts, 0, out=new_offsets[1:])
+    return new_offsets, t[keep]
 
 
 def _skip_empty(o, d, tnear, tfar, grid: OccupancyGrid, aabb, dt: float, factor: int = 4):
@@ -153,12 +250,13 @@ def render_camera(field: NerfField, grid: OccupancyGrid, cam: Camera, cfg: Rende
     bg_rays = background_image.reshape(-1, 3).to(dev) if background_image is not None else None
     tmax = depth_limit.reshape(-1).to(dev) * scale if depth_limit is not None else None
     outs = []
-    samples = 0
+    samples = rounds = 0
     for i in range(0, o.shape[0], cfg.chunk):
         sl = slice(i, i + cfg.chunk)
         r = render_rays(field, grid, o[sl], d[sl], cfg, bg if bg_rays is None else bg_rays[sl],
                         tmax=None if tmax is None else tmax[sl])
         samples += r.samples
+        rounds += r.rounds
         outs.append(r)
     rgb = torch.cat([r.rgb for r in outs])
     depth = torch.cat([r.depth for r in outs]) / scale
@@ -166,4 +264,4 @@ def render_camera(field: NerfField, grid: OccupancyGrid, cam: Camera, cfg: Rende
     rgb = torch.where(valid[:, None], rgb, bg if bg_rays is None else bg_rays)
     alpha = torch.where(valid, alpha, torch.zeros_like(alpha))
     h, w = cam.height, cam.width
-    return RenderOutput(rgb.reshape(h, w, 3).clamp(0, 1), depth.reshape(h, w), alpha.reshape(h, w), samples)
+    return RenderOutput(rgb.reshape(h, w, 3).clamp(0, 1), depth.reshape(h, w), alpha.reshape(h, w), samples, rounds)
