@@ -1,9 +1,9 @@
 """CPU kernels compiled with numba: the fast path where there is no GPU.
 
 Each module mirrors a torch reference in ``latentscape.kernels.reference`` (named in its
-docstring) and is checked against it in ``tests/test_kernels_cpu.py``. numba is an
-optional dependency (``pip install 'latentscape[cpu]'``); without it the ``cpu`` backend
-is unavailable and ``auto`` falls back to the torch references.
+docstring) and is checked against it in ``tests/test_kernels_cpu.py``. numba is a
+dependency of the package; where it cannot be installed the ``cpu`` backend is
+unavailable and ``auto`` falls back to the torch references.
 
 Compiled functions are cached on disk (``cache=True``), so the compile cost (a few
 seconds a kernel) is paid once per machine.
@@ -17,5 +17,5 @@ def numba_problem() -> str | None:
     try:
         import numba  # noqa: F401
     except ImportError:
-        return "numba is not installed (pip install 'latentscape[cpu]')"
+        return "numba is not installed (pip install numba)"
     return None
