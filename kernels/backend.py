@@ -192,6 +192,8 @@ def select_ops(choice: str | None = None, device: torch.device | str | None = No
         from latentscape.kernels.cpu import raymarch as cpu_raymarch
         from latentscape.kernels.cpu.sh import sh_packed
 
-        return Ops(backend, encoding, None, ref_raymarch.march_segment, ref_raymarch.composite_segment,
+        from latentscape.kernels.reference.mlp import mlp_reference
+
+        return Ops(backend, encoding, mlp_reference, ref_raymarch.march_segment, ref_raymarch.composite_segment,
                    cpu_raymarch.march_next, cpu_raymarch.composite_packed, cpu_raymarch.sample_points, sh_packed)
     return Ops(backend, encoding, None, ref_raymarch.march_segment, ref_raymarch.composite_segment)

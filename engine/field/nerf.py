@@ -169,11 +169,25 @@ class NerfField(nn.Module):
         ray = torch.repeat_interleave(torch.arange(offsets.shape[0] - 1, device=o.device), offsets[1:] - offsets[:-1])
         return self.normalize(o[ray] + t[:, None] * d[ray]), ray
 
-    def density_packed(self, o: torch.Tensor, d: torch.Tensor, t: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-        """Density of packed samples: ray ``r`` (o[r], d[r]) owns ``t[offsets[r]:offsets[r+1]]``."""
+    def density_packed(self, o: torch.Tensor, d: torch.Tensor, t: torch.Tensor,
+                       offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Packed samples -> (sigma [S], density-MLP output [S, 1 + geo_features]).
+
+        Ray ``r`` (``o[r]``, ``d[r]``) owns ``t[offsets[r]:offsets[r+1]]``.
+        """
         xn, _ = self._packed_inputs(o, d, t, offsets)
         out = self._run_mlp(self.density_mlp, self.encoding(xn, self.grid, self.layout))
-        return trunc_exp(out[:, 0])
+        return trunc_exp(out[:, 0]), out
+
+    def color_packed(self, d: torch.Tensor, offsets: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+        """Colour of packed samples from their rays' directions and density features."""
+        ops = self.ops
+        if ops is not None and ops.sh_packed is not None:
+            sh = ops.sh_packed(d, offsets, self.config.sh_degree)
+        else:
+            ray = torch.repeat_interleave(torch.arange(offsets.shape[0] - 1, device=d.device), offsets[1:] - offsets[:-1])
+            sh = sh_encode(d[ray], self.config.sh_degree)
+        return torch.sigmoid(self._run_mlp(self.color_mlp, torch.cat((sh, feats), -1)))
 
     def forward_packed(self, o: torch.Tensor, d: torch.Tensor, t: torch.Tensor,
                        offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -181,15 +195,8 @@ class NerfField(nn.Module):
 
         o, d: [R, 3] rays; t: [S] distances; offsets: [R+1]. Returns (sigma [S], rgb [S, 3]).
         """
-        xn, ray = self._packed_inputs(o, d, t, offsets)
-        out = self._run_mlp(self.density_mlp, self.encoding(xn, self.grid, self.layout))
-        ops = self.ops
-        if ops is not None and ops.sh_packed is not None:
-            sh = ops.sh_packed(d, offsets, self.config.sh_degree)
-        else:
-            sh = sh_encode(d[ray], self.config.sh_degree)
-        rgb = torch.sigmoid(self._run_mlp(self.color_mlp, torch.cat((sh, out), -1)))
-        return trunc_exp(out[:, 0]), rgb
+        sigma, out = self.density_packed(o, d, t, offsets)
+        return sigma, self.color_packed(d, offsets, out)
 
     def forward(self, x: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x: [N, 3] points, d: [N, 3] unit directions -> (sigma [N], rgb [N, 3])."""

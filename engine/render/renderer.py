@@ -188,7 +188,7 @@ def _drop_occluded(field: NerfField, o, d, t, offsets, dt: float, eps: float):
     n = offsets.shape[0] - 1
     counts = offsets[1:] - offsets[:-1]
     ray = torch.repeat_interleave(torch.arange(n), counts)
-    sigma = field.density_packed(o, d, t, offsets)
+    sigma = field.density_packed(o, d, t, offsets)[0]
     tau = (sigma * dt).double()
     excl = torch.cumsum(tau, 0) - tau
     excl = excl - excl[offsets[:-1].clamp_max(t.numel() - 1)][ray]

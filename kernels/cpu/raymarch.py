@@ -241,3 +241,4 @@ def sample_points(o: torch.Tensor, d: torch.Tensor, t: torch.Tensor, offsets: to
     if t.shape[0]:
         _sample_points(o.numpy(), d.numpy(), t.numpy(), offsets.contiguous().numpy(), lo, inv_ext, out.numpy())
     return out
+

@@ -75,3 +75,4 @@ def composite_packed(sigma: torch.Tensor, rgb: torch.Tensor, t: torch.Tensor, dt
     opacity = torch.zeros(n).index_add(0, ray, w)
     total = torch.zeros(n, dtype=torch.float64).index_add(0, ray, tau)
     return out_rgb, depth, opacity, (transmittance.double() * torch.exp(-total)).float()
+
