@@ -65,15 +65,19 @@ class RenderOutput:
     alpha: torch.Tensor  # [N] accumulated opacity
     samples: int = 0  # field evaluations
     rounds: int = 0  # marching rounds (one field batch each)
+    marched: int = 0  # packed training: samples marched, before the transmittance cut
 
 
 def render_rays(field: NerfField, grid: OccupancyGrid, o: torch.Tensor, d: torch.Tensor, cfg: RenderConfig,
-                background: torch.Tensor, *, jitter: bool = False, tmax: torch.Tensor | None = None) -> RenderOutput:
+                background: torch.Tensor, *, jitter: bool = False, tmax: torch.Tensor | None = None,
+                cull: bool = True) -> RenderOutput:
     """Render a batch of rays (differentiable w.r.t. the field's parameters).
 
     background: [3] or [N, 3], seen through whatever the field leaves transparent.
     tmax: optional [N] distances where an opaque surface (a mesh layer) stops the ray;
     the background then stands for that surface, so occlusion is right both ways.
+    cull: packed training only: run the no-grad transmittance cut before the gradient pass
+    (the trainer turns it off while it would keep nearly every sample).
     """
     n = o.shape[0]
     dev = o.device
@@ -82,7 +86,7 @@ def render_rays(field: NerfField, grid: OccupancyGrid, o: torch.Tensor, d: torch
     # The field's backend (NerfField.ops, from kernels.backend.select_ops) marches and composites.
     ops = getattr(field, "ops", None)
     if ops is not None and ops.packed:
-        return _render_packed(field, grid, o, d, cfg, background, ops, jitter=jitter, tmax=tmax)
+        return _render_packed(field, grid, o, d, cfg, background, ops, jitter=jitter, tmax=tmax, cull=cull)
     march, composite = (march_segment, composite_segment) if ops is None else (ops.march_segment, ops.composite_segment)
     tnear, tfar = ray_aabb(o, d, aabb, cfg.near)
     if tmax is not None:
@@ -129,7 +133,7 @@ def render_rays(field: NerfField, grid: OccupancyGrid, o: torch.Tensor, d: torch
 
 
 def _render_packed(field: NerfField, grid: OccupancyGrid, o, d, cfg: RenderConfig, background, ops, *,
-                   jitter: bool, tmax) -> RenderOutput:
+                   jitter: bool, tmax, cull: bool = True) -> RenderOutput:
     n = o.shape[0]
     aabb = field.aabb
     dt = cfg.step_size(aabb)
@@ -143,7 +147,9 @@ def _render_packed(field: NerfField, grid: OccupancyGrid, o, d, cfg: RenderConfi
     ones = torch.ones(n)
     if torch.is_grad_enabled():
         offsets, t, _ = ops.march_next(o, d, tnear, tfar, dt, bits, aabb, max_steps)
-        offsets, t = _drop_occluded(field, o, d, t, offsets, dt, cfg.train_early_stop)
+        marched = int(t.numel())
+        if cull:
+            offsets, t = _drop_occluded(field, o, d, t, offsets, dt, cfg.train_early_stop)
         sigma, col = field.forward_packed(o, d, t, offsets)
         rgb, depth, opacity, _ = ops.composite_packed(sigma, col, t, dt, offsets, ones)
         samples, rounds = int(t.numel()), 1
@@ -154,7 +160,7 @@ def _render_packed(field: NerfField, grid: OccupancyGrid, o, d, cfg: RenderConfi
         trans = ones.clone()
         t_cur = tnear.clone()
         alive = (tnear < tfar).nonzero().squeeze(-1)
-        samples = rounds = 0
+        samples = rounds = marched = 0
         while alive.numel():
             k = min(cfg.max_samples_per_round, max(cfg.min_samples_per_round, cfg.samples_per_round // alive.numel()))
             oa, da, fa = o[alive], d[alive], tfar[alive]
@@ -173,7 +179,7 @@ def _render_packed(field: NerfField, grid: OccupancyGrid, o, d, cfg: RenderConfi
             alive = alive[(trans_a > cfg.early_stop) & (t_next < fa)]
     rgb = rgb + (1.0 - opacity)[:, None] * background.expand(n, 3)
     depth = depth / opacity.clamp_min(1e-6)
-    return RenderOutput(rgb, depth, opacity, samples, rounds)
+    return RenderOutput(rgb, depth, opacity, samples, rounds, marched)
 
 
 @torch.no_grad()

@@ -22,7 +22,8 @@ _ONE = np.float32(1.0)
 
 
 @njit(inline="always")
-def _occupied(px, py, pz, bits, levels, res, center, half):
+def _lookup(px, py, pz, bits, levels, res, center, half):
+    """(occupied, level, cx, cy, cz, level scale) of a point, as ``occupancy_lookup`` reads it."""
     rx = (px - center[0]) / half[0]
     ry = (py - center[1]) / half[1]
     rz = (pz - center[2]) / half[2]
@@ -33,7 +34,7 @@ def _occupied(px, py, pz, bits, levels, res, center, half):
         level += 1
         lim = lim * np.float32(2.0)
     if level >= levels:
-        return False
+        return False, level, 0, 0, 0, lim
     sc = _ONE / lim
     ux = (rx * sc + _ONE) * _HALF
     uy = (ry * sc + _ONE) * _HALF
@@ -41,12 +42,50 @@ def _occupied(px, py, pz, bits, levels, res, center, half):
     cx = min(max(np.int64(ux * np.float32(res)), 0), res - 1)
     cy = min(max(np.int64(uy * np.float32(res)), 0), res - 1)
     cz = min(max(np.int64(uz * np.float32(res)), 0), res - 1)
-    return bits[level, cx, cy, cz] != 0
+    return bits[level, cx, cy, cz] != 0, level, cx, cy, cz, lim
+
+
+@njit(inline="always")
+def _axis_exit(p, dv, c, cidx, lim, center, half, res):
+    """Distance along the ray from p to where it leaves cell ``cidx`` on one axis."""
+    size = np.float32(2.0) * half * lim / np.float32(res)
+    lo = center - half * lim + np.float32(cidx) * size
+    if dv > 0:
+        return (lo + size - p) / dv
+    if dv < 0:
+        return (lo - p) / dv
+    return np.float32(np.inf)
+
+
+@njit(inline="always")
+def _box_entry(px, py, pz, dx, dy, dz, center, half, lim):
+    """Distance along the ray from p to the box ``center +- half * lim`` (inf if it misses)."""
+    t0 = np.float32(0.0)
+    t1 = np.float32(np.inf)
+    for k in range(3):
+        p = px if k == 0 else (py if k == 1 else pz)
+        dv = dx if k == 0 else (dy if k == 1 else dz)
+        lo = center[k] - half[k] * lim
+        hi = center[k] + half[k] * lim
+        if dv == 0:
+            if p < lo or p > hi:
+                return np.float32(np.inf)
+            continue
+        a = (lo - p) / dv
+        b = (hi - p) / dv
+        t0 = max(t0, min(a, b))
+        t1 = min(t1, max(a, b))
+    return t0 if t0 <= t1 else np.float32(np.inf)
 
 
 @njit(inline="always")
 def _walk(r, o, d, t_start, tfar, dt, bits, levels, res, center, half, max_samples, t_out, pos):
-    """Walk ray r; store kept samples at t_out[pos:] when pos >= 0. Returns (kept, steps taken)."""
+    """Walk ray r; store kept samples at t_out[pos:] when pos >= 0. Returns (kept, steps taken, full).
+
+    In an empty cell the walk jumps over the lattice points that lie certainly inside it
+    (all but the last step before the cell's exit, so float rounding at the boundary
+    cannot skip a sample): the samples are exactly those of a step-by-step walk.
+    """
     ts = t_start[r]
     tf = tfar[r]
     ox, oy, oz = o[r, 0], o[r, 1], o[r, 2]
@@ -58,12 +97,26 @@ def _walk(r, o, d, t_start, tfar, dt, bits, levels, res, center, half, max_sampl
         if not t < tf:
             break
         k += 1
-        if _occupied(ox + t * dx, oy + t * dy, oz + t * dz, bits, levels, res, center, half):
+        px, py, pz = ox + t * dx, oy + t * dy, oz + t * dz
+        occ, level, cx, cy, cz, lim = _lookup(px, py, pz, bits, levels, res, center, half)
+        if occ:
             if pos >= 0:
                 t_out[pos + kept] = t
             kept += 1
             if kept == max_samples:
                 return kept, k, True
+        elif level < levels:
+            ex = min(_axis_exit(px, dx, cx, cx, lim, center[0], half[0], res),
+                     _axis_exit(py, dy, cy, cy, lim, center[1], half[1], res),
+                     _axis_exit(pz, dz, cz, cz, lim, center[2], half[2], res))
+            if level > 0:
+                # A coarse cell can contain part of the finer cascade, which is read instead.
+                ex = min(ex, _box_entry(px, py, pz, dx, dy, dz, center, half, lim * _HALF))
+            skip = np.int64((ex - dt) / dt)
+            if skip > 0:
+                # Never past tfar: the caller reads k as the lattice points consumed.
+                left = np.int64((tf - t) / dt)
+                k += min(skip, max(left - 1, 0))
     return kept, k, False
 
 
