@@ -156,7 +156,9 @@ class LatentscapeSpecs:
     @hookspec
     def latentscape_frame_begin(self, ctx) -> None:
         """A frame starts (``ctx``: ``latentscape.frame.FrameContext``; its
-        ``adapters`` are the previous frame's). Triggers look at ``ctx.time`` and ask
+        ``adapters`` are the previous frame's). Triggers look at ``ctx.time`` (scene
+        seconds) or ``ctx.now`` (the frame's date and time from the session's clock:
+        wall time live, scene time offline; never read the system clock) and ask
         for swaps / parameters through their ``Controls``; they land at this frame's
         boundary. Return nothing. Must be quick (fails open when over budget)."""
 

@@ -358,7 +358,8 @@ def _slim_ctx(ctx) -> Any:
     if ctx is None:
         return None
     return types.SimpleNamespace(index=ctx.index, time=ctx.time, deadline=ctx.deadline, scene_version=ctx.scene_version,
-                                 adapters=dict(ctx.adapters), params=dict(ctx.params), stats=dict(ctx.stats))
+                                 adapters=dict(ctx.adapters), params=dict(ctx.params), stats=dict(ctx.stats),
+                                 now=getattr(ctx, "now", None))
 
 
 class _QueuedControls:
@@ -602,6 +603,7 @@ class PluginHost:
         self._slates: dict[tuple[int, int], np.ndarray] = {}
         self._slate_until: float | None = None
         self._closed = False
+        self._verdict_listeners: list[Callable[[dict], None]] = []
         self.counters = {"frames": 0, "slated": 0, "swap_requests": 0, "swap_vetoes": 0}
         make_slate(self.config.slate, 1, 1, root=root)  # fail at load time for a bad slate
         if adapters is not None and hasattr(adapters, "add_listener"):
@@ -612,13 +614,16 @@ class PluginHost:
     # ---- construction
     @classmethod
     def from_scene(cls, scene, *, adapters: Any = None, audit_log: str | Path | None = None,
-                   extra: Iterable[PluginSpec] = (), clock: Callable[[], float] = time.monotonic) -> "PluginHost":
-        """The host for a loaded :class:`latentscape.scene.bundle.Scene` (its ``[guardrails]`` and ``[[plugins]]``)."""
+                   extra: Iterable[PluginSpec] = (), scene_plugins: bool = True,
+                   clock: Callable[[], float] = time.monotonic) -> "PluginHost":
+        """The host for a loaded :class:`latentscape.scene.bundle.Scene`: its ``[guardrails]``
+        and (unless ``scene_plugins`` is False) its ``[[plugins]]``, then ``extra``."""
         toml = scene.path / "scene.toml" if scene.path is not None else None
         hc, specs = parse_plugin_config(scene.config, path=toml)
         info = SceneInfo(path=scene.path, name=scene.name, version=scene.version, config=scene.config,
                          fps=scene.fps, width=scene.width, height=scene.height)
-        return cls([*specs, *extra], hc, scene=info, adapters=adapters, audit_log=audit_log, clock=clock)
+        return cls([*(specs if scene_plugins else []), *extra], hc, scene=info, adapters=adapters,
+                   audit_log=audit_log, clock=clock)
 
     def _load(self, specs: list[PluginSpec]) -> None:
         eps = None
@@ -821,13 +826,26 @@ class PluginHost:
         self._ok(p)
         return out.action, None, score, out.reason
 
+    def add_verdict_listener(self, fn: Callable[[dict], None]) -> None:
+        """Call ``fn(record)`` for every guardrail decision (the audit record: frame, time,
+        plugin, hook, verdict, score, reason, ...), whether or not an audit log is kept.
+        Called in the frame loop's thread; an error in ``fn`` is logged, never raised."""
+        self._verdict_listeners.append(fn)
+
     def _audit(self, ctx, p: PluginState, hook: str, verdict: str, score, reason: str) -> None:
-        if self.audit is None:
+        if self.audit is None and not self._verdict_listeners:
             return
-        self.audit.write({"frame": ctx.index, "time": ctx.time, "wall": time.time(), "plugin": p.name,
-                          "hook": hook.removeprefix("latentscape_"), "verdict": verdict,
-                          "score": None if score is None else float(score), "reason": reason,
-                          "scene_version": ctx.scene_version, "adapters": dict(ctx.adapters)})
+        record = {"frame": ctx.index, "time": ctx.time, "wall": time.time(), "plugin": p.name,
+                  "hook": hook.removeprefix("latentscape_"), "verdict": verdict,
+                  "score": None if score is None else float(score), "reason": reason,
+                  "scene_version": ctx.scene_version, "adapters": dict(ctx.adapters)}
+        if self.audit is not None:
+            self.audit.write(record)
+        for fn in self._verdict_listeners:
+            try:
+                fn(record)
+            except Exception:  # noqa: BLE001 - a meter must not break the guardrails
+                log.exception("verdict listener %r failed", fn)
 
     def slate(self, height: int, width: int) -> np.ndarray:
         """The scene's slate at this size (cached; a fresh copy each time)."""

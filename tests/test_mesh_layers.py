@@ -278,18 +278,17 @@ def _scene_with_layer(tmp_path, **kw) -> Path:
     return scene
 
 
-def test_demo_layer_and_cli_render(tmp_path, monkeypatch):
+def test_demo_layer_and_cli_render(tmp_path):
     import tomllib
 
     from PIL import Image
     from typer.testing import CliRunner
 
-    import latentscape.tools.pipeline as pipeline
     from latentscape.frame import FrameLoop
     from latentscape.scene import load_scene
+    from latentscape.scene.assemble import build_layers
     from latentscape.tools.cli import app
     from latentscape.tools.demo_layer import add_layer
-    from latentscape.tools.pipeline_layers import build_layers
 
     scene_dir = _scene_with_layer(tmp_path)
     cfg = tomllib.loads((scene_dir / "scene.toml").read_text())
@@ -301,20 +300,6 @@ def test_demo_layer_and_cli_render(tmp_path, monkeypatch):
         add_layer(scene_dir, mesh="screen", resolution=16)
 
     sc = load_scene(scene_dir)  # the lock verifies
-    parts = pipeline.build_loop_parts(sc)
-    if hasattr(parts.get("hooks"), "close"):
-        parts["hooks"].close()
-    if not parts.get("layers"):
-        # Until build_loop_parts merges build_layers' parts, wire them in here.
-        orig = pipeline.build_loop_parts
-
-        def with_layers(s, **kw):
-            p = orig(s, **kw)
-            for k, v in build_layers(s, hooks=p.get("hooks")).items():
-                p.setdefault(k, []).extend(v)
-            return p
-
-        monkeypatch.setattr(pipeline, "build_loop_parts", with_layers)
     out = tmp_path / "frames"
     res = CliRunner().invoke(app, ["render", str(scene_dir), "--out", str(out), "--frames", "2"])
     assert res.exit_code == 0, res.output
@@ -336,7 +321,7 @@ def test_scene_toml_errors(tmp_path):
 
     from latentscape.scene import load_scene
     from latentscape.scene.lock import write_lock
-    from latentscape.tools.pipeline_layers import build_layers
+    from latentscape.scene.assemble import build_layers
 
     scene_dir = _scene_with_layer(tmp_path)
     toml = scene_dir / "scene.toml"
