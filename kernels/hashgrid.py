@@ -32,7 +32,7 @@ from latentscape.kernels.reference.hashgrid import GridLayout
 __all__ = ["hashgrid_encode", "hashgrid_fwd", "hashgrid_bwd", "HashGridFunction"]
 
 # Points per program. 128 keeps the 8 corner gathers of a level in flight without
-# spilling for F <= 4; not tuned on a GPU yet (tools/bench_gpu.py measures it).
+# spilling for F <= 4; not tuned on a GPU yet (tools/benchmarks/gpu.py measures it).
 _BLOCK = 128
 # Under the CPU interpreter each program costs Python overhead per op, so fewer,
 # larger programs are much faster (tests only).

@@ -17,7 +17,7 @@ float16 weights). The output is always float32.
 Backward: through torch, by recomputation. ``backward`` re-runs the reference MLP on
 the saved input and weights and differentiates it. The forward kernel is the hot path
 (rendering); training steps are dominated by the hash grid's scattered gradient, so a
-fused backward was not worth writing yet (tools/bench_gpu.py times the forward).
+fused backward was not worth writing yet (tools/benchmarks/gpu.py times the forward).
 """
 
 from __future__ import annotations

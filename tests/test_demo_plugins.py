@@ -211,7 +211,7 @@ def render_means(sc, adapter_path, cams) -> list[tuple[tuple[float, float], tupl
 
 
 def test_make_adapter_trains_a_night_look(tmp_path, capsys):
-    from latentscape.tools.make_adapter import main
+    from latentscape.tools.recipes.make_adapter import main
 
     out = tmp_path / "night.safetensors"
     assert main([str(DEMO), "--name", "night", "--look", "night", "--out", str(out), "--steps", "60",
@@ -240,7 +240,7 @@ def test_make_adapter_trains_a_night_look(tmp_path, capsys):
 
 
 def test_make_adapter_refuses_bad_input(tmp_path, capsys):
-    from latentscape.tools.make_adapter import main, train_adapter
+    from latentscape.tools.recipes.make_adapter import main, train_adapter
 
     with pytest.raises(ConfigError, match="unknown look 'neon'"):
         train_adapter(DEMO, "neon", tmp_path / "a.safetensors")

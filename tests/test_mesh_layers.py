@@ -167,7 +167,7 @@ def test_layers_occlude_nerf_and_nerf_occludes_layers():
 
 
 def _write_screen(path: Path) -> Path:
-    from latentscape.tools.demo_layer import screen_obj
+    from latentscape.tools.recipes.demo_layer import screen_obj
 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(screen_obj(4))
@@ -271,7 +271,7 @@ def test_texture_changes_with_time_under_a_walk():
 
 def _scene_with_layer(tmp_path, **kw) -> Path:
     from latentscape.testing import make_tiny_scene
-    from latentscape.tools.demo_layer import add_layer
+    from latentscape.tools.recipes.demo_layer import add_layer
 
     scene = make_tiny_scene(tmp_path / "scene", size=24, frames=4)
     add_layer(scene, mesh="screen", resolution=16, offset=0.0, size=0.4, **kw)
@@ -288,7 +288,7 @@ def test_demo_layer_and_cli_render(tmp_path):
     from latentscape.scene import load_scene
     from latentscape.scene.assemble import build_layers
     from latentscape.tools.cli import app
-    from latentscape.tools.demo_layer import add_layer
+    from latentscape.tools.recipes.demo_layer import add_layer
 
     scene_dir = _scene_with_layer(tmp_path)
     cfg = tomllib.loads((scene_dir / "scene.toml").read_text())
@@ -352,7 +352,7 @@ def test_scene_toml_errors(tmp_path):
     assert parts["stages"] == [] and torch.allclose(parts["layers"][0].texture, torch.full((4, 4, 3), 200 / 255))
     # Re-locking is the user's act: the demo script refuses to bless a changed file.
     (scene_dir / "still.png").write_bytes(b"changed")
-    from latentscape.tools.demo_layer import add_layer
+    from latentscape.tools.recipes.demo_layer import add_layer
 
     with pytest.raises(LockMismatchError):
         add_layer(scene_dir, name="other", mesh="screen", resolution=16)

@@ -34,7 +34,7 @@ class StudentConfig:
 
     Defaults: 49,795 parameters; 256x256 at 58 frames/s on 2 CPU threads (teacher
     multistyle26.onnx: 30), 512x512 at 15; on an H200, 1,643 (256) and 1,445 (512)
-    frames/s fp32 at batch 1. Measured with ``python tools/bench_stylize.py --threads 2``
+    frames/s fp32 at batch 1. Measured with ``python tools/benchmarks/stylize.py --threads 2``
     on the H200 machine's CPU/GPU (2026-11-26); fp16 is not faster at batch 1 (launch-bound).
     """
 

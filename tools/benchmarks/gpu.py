@@ -3,8 +3,8 @@ torch reference and its memory-bandwidth floor, and whole frames per backend.
 
 Usage::
 
-    python -m latentscape.tools.bench_gpu [--scene DIR] [--out FILE] [--budget SECONDS]
-    python -m latentscape.tools.bench_gpu --dry [--out FILE]      # CPU, TRITON_INTERPRET=1, tiny, parity only
+    python -m latentscape.tools.benchmarks.gpu [--scene DIR] [--out FILE] [--budget SECONDS]
+    python -m latentscape.tools.benchmarks.gpu --dry [--out FILE]      # CPU, TRITON_INTERPRET=1, tiny, parity only
 
 On CUDA, in one call (a few minutes, ``--budget`` bounds it): parity at full size
 (N = 2^20 points; hash grids L=16 F=2 T=2^19 and L=8 F=4 T=2^19) for each kernel vs
