@@ -60,6 +60,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from latentscape.config import check_keys, config_from_dict
 from latentscape.errors import AdapterError, ConfigError, PluginError
 from latentscape.hooks import (GUARDRAIL_HOOKS, HOOK_NAMES, ActivityEvent, SceneInfo, SwapRequest, Verdict,
                                make_plugin_manager)
@@ -120,14 +121,7 @@ _PLUGIN_KEYS = {"name", "module", "settings", "isolation", "budget_ms", "on_quar
 
 def parse_plugin_config(config: dict, *, path: Path | str | None = None) -> tuple[HostConfig, list[PluginSpec]]:
     """``[guardrails]`` and ``[[plugins]]`` of a parsed scene.toml -> host config and plugin specs."""
-    sec = config.get("guardrails", {})
-    if not isinstance(sec, dict):
-        raise ConfigError("[guardrails] must be a table", path=path)
-    known = {f for f in HostConfig.__dataclass_fields__}
-    unknown = set(sec) - known
-    if unknown:
-        raise ConfigError(f"unknown keys in [guardrails]: {sorted(unknown)}", path=path, hint=f"known keys: {sorted(known)}")
-    hc = HostConfig(**sec)
+    hc = config_from_dict(HostConfig, config.get("guardrails", {}), where="[guardrails]", path=path)
     if not (isinstance(hc.quarantine_after, int) and hc.quarantine_after >= 1):
         raise ConfigError("[guardrails] quarantine_after must be an integer >= 1", path=path)
     if not hc.budget_ms > 0:
@@ -143,10 +137,8 @@ def parse_plugin_config(config: dict, *, path: Path | str | None = None) -> tupl
     for i, e in enumerate(entries):
         if not isinstance(e, dict) or "name" not in e:
             raise ConfigError(f"[[plugins]] entry {i} needs a name", path=path)
-        unknown = set(e) - _PLUGIN_KEYS
-        if unknown:
-            raise ConfigError(f"plugin {e['name']!r}: unknown keys {sorted(unknown)}", path=path,
-                              hint=f"known keys: {sorted(_PLUGIN_KEYS)}; plugin options go in [plugins.settings]")
+        check_keys(e, _PLUGIN_KEYS, where=f"[[plugins]] {e['name']!r}", path=path,
+                   hint="plugin options go in [plugins.settings]")
         spec = PluginSpec(name=str(e["name"]), module=e.get("module"), settings=dict(e.get("settings", {})),
                           isolation=e.get("isolation", "thread"), budget_ms=e.get("budget_ms"),
                           on_quarantine=e.get("on_quarantine", "slate"), enabled=bool(e.get("enabled", True)))

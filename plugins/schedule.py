@@ -31,6 +31,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Callable
 
+from latentscape.config import check_keys, with_defaults
 from latentscape.errors import ConfigError
 from latentscape.hooks import hookimpl
 
@@ -79,19 +80,14 @@ class ScheduleTrigger:
 
     @hookimpl
     def latentscape_configure(self, settings: dict, controls) -> None:
-        unknown = set(settings) - set(DEFAULTS)
-        if unknown:
-            raise ConfigError(f"schedule: unknown settings {sorted(unknown)}", hint=f"known: {sorted(DEFAULTS)}")
-        cfg = {**DEFAULTS, **settings}
+        cfg = with_defaults(settings, DEFAULTS, where="schedule settings")
         if not isinstance(cfg["rules"], list):
             raise ConfigError("schedule: rules must be a list of tables")
         rules = []
         for i, r in enumerate(cfg["rules"]):
             if not isinstance(r, dict) or "adapter" not in r:
                 raise ConfigError(f"schedule: rule {i} needs an adapter")
-            bad = set(r) - {"from", "to", "dates", "adapter"}
-            if bad:
-                raise ConfigError(f"schedule: rule {i} has unknown keys {sorted(bad)}")
+            check_keys(r, ("from", "to", "dates", "adapter"), where=f"schedule rule {i}")
             start = parse_time(r.get("from", "00:00"), f"rule {i} from")
             end = parse_time(r.get("to", "23:59:59"), f"rule {i} to")
             dates = None

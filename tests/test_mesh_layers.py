@@ -343,7 +343,7 @@ def test_scene_toml_errors(tmp_path):
         with_layer(mesh="../elsewhere.obj")
     with pytest.raises(SceneError, match="neither a generator"):
         with_layer(texture="nope.png")
-    with pytest.raises(SceneError, match="unknown keys"):
+    with pytest.raises(ConfigError, match="unknown keys"):
         with_layer(colour="red")
     # A still image texture from the bundle.
     Image = pytest.importorskip("PIL.Image")

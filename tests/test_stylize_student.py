@@ -72,8 +72,9 @@ def test_bad_config_and_garbage_files(tmp_path):
     doc = json.loads((tmp_path / "s.json").read_text())
     doc["config"]["wings"] = 2
     (tmp_path / "s.json").write_text(json.dumps(doc))
-    with pytest.raises(WeightsError, match="unknown student config fields"):
+    with pytest.raises(ConfigError, match=r"unknown keys in the student config: \['wings'\]") as err:
         load_student(tmp_path / "s")
+    assert err.value.path == tmp_path / "s.json"
     (tmp_path / "s.json").write_text("{not json")
     with pytest.raises(WeightsError, match="not valid JSON"):
         load_student(tmp_path / "s")

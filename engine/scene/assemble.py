@@ -39,6 +39,7 @@ from typing import Any, Callable, Iterable
 
 import torch
 
+from latentscape.config import check_keys
 from latentscape.errors import LatentscapeError, SceneError
 from latentscape.scene.bundle import Scene
 
@@ -100,9 +101,7 @@ def build_layers(scene: Scene, *, hooks: Any = None) -> dict[str, list]:
         where = f"[generators.{name}]"
         if not isinstance(g, dict):
             raise SceneError(f"{where} must be a table", path=toml)
-        unknown = sorted(set(g) - _GENERATOR_KEYS)
-        if unknown:
-            raise SceneError(f"unknown keys in {where}: {unknown}", path=toml, hint=f"known: {sorted(_GENERATOR_KEYS)}")
+        check_keys(g, _GENERATOR_KEYS, where=where, path=toml)
         if "path" not in g or "program" not in g:
             raise SceneError(f"{where} needs path (generator folder) and program (latent program)", path=toml)
         folder = _inside(scene, g["path"], f"{where} path")
@@ -121,9 +120,7 @@ def build_layers(scene: Scene, *, hooks: Any = None) -> dict[str, list]:
     for i, lc in enumerate(layers_cfg):
         name = lc.get("name", f"layer{i}")
         where = f"[[layers]] #{i} ({name})"
-        unknown = sorted(set(lc) - _LAYER_KEYS)
-        if unknown:
-            raise SceneError(f"unknown keys in {where}: {unknown}", path=toml, hint=f"known: {sorted(_LAYER_KEYS)}")
+        check_keys(lc, _LAYER_KEYS, where=where, path=toml)
         if "mesh" not in lc or "texture" not in lc:
             raise SceneError(f"{where} needs mesh and texture", path=toml)
         tex_ref = lc["texture"]
