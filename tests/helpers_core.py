@@ -17,8 +17,9 @@ def run_cli(*args, cwd=None, timeout=300) -> subprocess.CompletedProcess:
                           text=True, cwd=cwd, timeout=timeout, env=env)
 
 
-def make_tiny_scene(tmp: Path, steps: int = 20) -> Path:
-    """Train a tiny sphere scene for a few steps and write it as a bundle."""
+def train_tiny_scene(tmp: Path, steps: int = 20) -> Path:
+    """Train a tiny sphere scene for a few steps and write it as a bundle (a trained field;
+    :func:`latentscape.testing.make_tiny_scene` writes an untrained random one, faster)."""
     from latentscape.tools.recipes.synthetic import make_sphere_dataset
     from latentscape.tools.training_job import run_training
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers_core import make_tiny_scene, run_cli
+from helpers_core import run_cli, train_tiny_scene
 
 av = pytest.importorskip("av", reason="PyAV ([video] extra) is needed for MP4 output")
 
@@ -20,7 +20,7 @@ def _no_traceback(proc):
 
 @pytest.fixture(scope="module")
 def tiny_scene(tmp_path_factory):
-    return make_tiny_scene(tmp_path_factory.mktemp("scene"))
+    return train_tiny_scene(tmp_path_factory.mktemp("scene"))
 
 
 def test_render_demo_to_mp4(tmp_path):

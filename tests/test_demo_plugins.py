@@ -11,7 +11,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 from latentscape.errors import ConfigError, OutputError, SceneError
 from latentscape.frame import FrameLoop
@@ -29,12 +28,7 @@ DEMO = demo_scene_path()
 TARGET = "nerf.color"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def sha(path) -> str:
