@@ -3,7 +3,7 @@
 A plugin is an object (a module, a class instance) whose methods carry
 ``@hookimpl`` and are named after a spec below. Plugins are found through the
 entry-point group ``latentscape`` and the scene's ``[[plugins]]`` list; the host
-(:mod:`latentscape.plugins_host`) calls them, one plugin at a time, each call
+(:mod:`latentscape.plugin_host`) calls them, one plugin at a time, each call
 under a time budget. What the host does when a call goes wrong:
 
 * guardrail hooks (``latentscape_check_frame``, ``latentscape_check_latents``)

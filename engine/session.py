@@ -110,7 +110,7 @@ class Session:
         scene's). ``clock``: what "now" is (default :class:`SceneClock`: offline and
         reproducible; :class:`latentscape.clock.WallClock` for live shows, which also
         turns off torch's deterministic algorithms). ``plugins``: extra
-        :class:`latentscape.plugins_host.PluginSpec` s; ``scene_plugins=False`` leaves the
+        :class:`latentscape.plugin_host.PluginSpec` s; ``scene_plugins=False`` leaves the
         scene's ``[[plugins]]`` out. ``stylize=False`` / ``stylizer``: no stylizer / a
         different one. ``audit_log`` overrides ``[guardrails] audit_log``.
         ``cameras``: the path :meth:`render` indexes (default: the scene's). ``host_clock``
@@ -173,7 +173,7 @@ class Session:
 
     @property
     def hooks(self):
-        """The plugin host (:class:`latentscape.plugins_host.PluginHost`)."""
+        """The plugin host (:class:`latentscape.plugin_host.PluginHost`)."""
         return self._current.parts.hooks
 
     @property

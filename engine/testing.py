@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from latentscape.clock import Clock
-from latentscape.plugins_host import PluginHost, PluginSpec
+from latentscape.plugin_host import PluginHost, PluginSpec
 
 
 def make_tiny_scene(out: str | Path, *, size: int = 8, frames: int = 24, seed: int = 0, extra_config: dict | None = None,

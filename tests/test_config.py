@@ -75,7 +75,7 @@ def test_scene_tables_share_the_validator(tmp_path, table, edit):
     ("activity", {"half_life": 1}), ("osc", {"prot": 1}), ("nsfw", {"treshold": 0.5}),
 ])
 def test_builtin_plugin_settings_share_the_validator(module, settings):
-    from latentscape.plugins_host import PluginHost, PluginSpec, resolve_plugin_object
+    from latentscape.plugin_host import PluginHost, PluginSpec, resolve_plugin_object
 
     try:
         obj = resolve_plugin_object(f"latentscape.plugins.{module}", name=module)

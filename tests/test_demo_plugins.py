@@ -19,7 +19,7 @@ from latentscape.lora.format import load_adapter
 from latentscape.lora.manager import AdapterManager, build_adapters
 from latentscape.lora.targets import resolve_target
 from latentscape.plugins.schedule import ScheduleTrigger
-from latentscape.plugins_host import PluginHost, parse_plugin_config
+from latentscape.plugin_host import PluginHost, parse_plugin_config
 from latentscape.session import CameraSpec
 from latentscape.scene.bundle import demo_scene_path, load_scene
 from latentscape.scene.lock import bundle_files, verify_lock

@@ -13,7 +13,7 @@ from latentscape.hooks import Verdict
 from latentscape.plugins.latent_box import LatentBox
 from latentscape.plugins.nsfw import NsfwGuard
 from latentscape.plugins.palette import PaletteGuard
-from latentscape.plugins_host import HostConfig, PluginHost, PluginSpec
+from latentscape.plugin_host import HostConfig, PluginHost, PluginSpec
 
 
 def configured(plugin, settings):

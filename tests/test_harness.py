@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from latentscape.plugins_host import PluginHost, PluginSpec, entry_point_refs
+from latentscape.plugin_host import PluginHost, PluginSpec, entry_point_refs
 from latentscape.testing import PluginHarness, make_tiny_scene
 
 EXAMPLE = Path(__file__).parent / "example_plugin"
@@ -56,7 +56,7 @@ def test_entry_points_are_discovered(installed, frame_ctx):
 
 
 def test_autoload_entry_points(installed):
-    from latentscape.plugins_host import HostConfig
+    from latentscape.plugin_host import HostConfig
 
     host = PluginHost([], HostConfig(autoload_entry_points=True))
     assert {"example_dim", "example_counter"} <= {p.name for p in host.plugins}

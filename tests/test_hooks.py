@@ -12,7 +12,7 @@ import pytest
 
 from latentscape.errors import ConfigError, PluginError
 from latentscape.hooks import HOOK_NAMES, SceneInfo, Verdict, hookimpl
-from latentscape.plugins_host import HostConfig, PluginHost, PluginSpec, make_slate, parse_plugin_config
+from latentscape.plugin_host import HostConfig, PluginHost, PluginSpec, make_slate, parse_plugin_config
 
 
 def frame(value: int = 128, h: int = 8, w: int = 8) -> np.ndarray:

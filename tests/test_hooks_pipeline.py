@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from latentscape.plugins_host import PluginHost
+from latentscape.plugin_host import PluginHost
 from latentscape.testing import make_tiny_scene
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from latentscape.errors import PluginError
-from latentscape.plugins_host import HostConfig, PluginHost, PluginSpec
+from latentscape.plugin_host import HostConfig, PluginHost, PluginSpec
 
 PLUGIN = textwrap.dedent('''
     import os, sys, time

@@ -9,7 +9,7 @@ import pytest
 from latentscape.errors import PluginError
 from latentscape.plugins.activity import ActivityTrigger
 from latentscape.plugins.schedule import ScheduleTrigger
-from latentscape.plugins_host import PluginHost, PluginSpec
+from latentscape.plugin_host import PluginHost, PluginSpec
 from latentscape.testing import PluginHarness, make_tiny_scene
 
 

@@ -104,7 +104,7 @@ def test_garbage_and_oversized_packets_are_counted_not_fatal(harness):
 
 def test_osc_port_in_use_is_a_config_error(harness):
     from latentscape.errors import PluginError
-    from latentscape.plugins_host import PluginHost, PluginSpec
+    from latentscape.plugin_host import PluginHost, PluginSpec
 
     _, osc, _ = harness
     with pytest.raises(PluginError, match="cannot listen"):

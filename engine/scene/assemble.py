@@ -189,7 +189,7 @@ def assemble(scene: Scene, *, stylize: bool = True, stylizer: str | Path | None 
     already started are stopped before the error propagates.
     """
     from latentscape.lora.manager import build_adapters
-    from latentscape.plugins_host import PluginHost
+    from latentscape.plugin_host import PluginHost
 
     adapters = build_adapters(scene)
     kw = {"clock": host_clock} if host_clock is not None else {}

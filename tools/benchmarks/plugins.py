@@ -41,7 +41,7 @@ class _Trigger:
 
 def bench_dispatch(isolation: str, frames: int, size: int) -> tuple[float, float]:
     from latentscape.frame import FrameContext
-    from latentscape.plugins_host import HostConfig, PluginHost, PluginSpec
+    from latentscape.plugin_host import HostConfig, PluginHost, PluginSpec
 
     specs = [PluginSpec(f"g{i}", obj=_Guard(), isolation=isolation) for i in range(5)]
     specs += [PluginSpec(f"t{i}", obj=_Trigger(), isolation=isolation) for i in range(5)]
