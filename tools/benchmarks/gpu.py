@@ -146,7 +146,7 @@ def hashgrid_section(b: Bench, name: str, levels: int, F: int, log2_t: int, n: i
     import torch
 
     from latentscape.kernels.hashgrid import hashgrid_encode as tri
-    from latentscape.kernels.reference.hashgrid import GridLayout, per_level_scale_for
+    from latentscape.kernels.layout import GridLayout, per_level_scale_for
     from latentscape.kernels.reference.hashgrid import hashgrid_encode as ref
 
     base = 16
