@@ -189,9 +189,12 @@ class Engine:
 
     # ---- controls
     def switch(self, path: Path | None) -> dict:
-        """Load ``path`` and swap it in between frames. Raises (and keeps the old scene) on failure."""
+        """Load ``path`` (None: the bundled demo) and swap it in between frames. Raises (and
+        keeps the old scene) on failure."""
+        from latentscape.scene import demo_scene_path
+
         try:
-            self.session.reload(path)
+            self.session.reload(path if path is not None else demo_scene_path())
         except Exception:
             self.metrics.reloads.labels(result="failed").inc()
             raise
