@@ -86,6 +86,8 @@ class Session:
     def __init__(self, source: str | Path | Scene | None, *, device: str = "cpu", backend: str | None = None,
                  clock: Clock | None = None, cameras: CameraSpec | None = None, options: dict[str, Any] | None = None):
         self.clock: Clock = clock if clock is not None else SceneClock()
+        if isinstance(source, Scene):  # a reload reads its folder again onto the same device and backend
+            device, backend = str(source.device), source.backend
         self.device, self.backend = device, backend
         self.cameras = cameras or CameraSpec()
         self._source = source

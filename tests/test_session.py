@@ -16,6 +16,8 @@ from latentscape.session import CameraSpec, Session
 from latentscape.sinks import PngSequenceSink
 from latentscape.testing import make_tiny_scene
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 NIGHT = {"name": "schedule", "module": "latentscape.plugins.schedule", "isolation": "inline",
          "settings": {"target": "nerf.color", "rules": [{"from": "20:00", "to": "06:00", "adapter": "warm"}]}}
 
