@@ -21,6 +21,7 @@ def test_dry_run_writes_parity(tmp_path):
     assert sec["hashgrid L16F2"]["float32"]["fwd_max_abs"] < 1e-5
     assert sec["hashgrid L8F4"]["float16"]["grad_params_max_rel"] < 1e-3
     assert sec["mlp"]["density 32-64-16"]["ieee"]["max_rel"] < 1e-4
+    assert sec["sh"]["degree 4"]["max_rel"] < 1e-5
     assert sec["raymarch"]["march"]["valid_mismatches"] == 0
     assert sec["raymarch"]["composite"]["grad_max_rel"] < 1e-3
     frames = sec["frames"]["frames"]
