@@ -19,6 +19,7 @@ mode holds a target frame rate with :class:`DynamicResolution`.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import time
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from latentscape.clock import Clock, SceneClock
 from latentscape.render.camera_path import CameraPath
 from latentscape.render.cameras import Camera
 from latentscape.render.renderer import render_camera
@@ -53,6 +55,9 @@ class FrameContext:
     """Milliseconds per stage, filled as the frame is made."""
     extras: dict[str, Any] = field(default_factory=dict)
     """Per-frame data stages share (e.g. latents, textures)."""
+    now: dt.datetime | None = None
+    """The frame's local date and time, from the loop's clock (:mod:`latentscape.clock`):
+    the wall clock live, ``start + time`` offline. Triggers read it instead of the system clock."""
 
 
 @dataclass
@@ -111,12 +116,17 @@ class RunStats:
 
 
 class FrameLoop:
-    """Makes frames of a scene. Stages, layers, a stylizer and hooks plug in."""
+    """Makes frames of a scene. Stages, layers, a stylizer and hooks plug in.
+
+    ``clock`` sets ``ctx.now`` (default: a :class:`latentscape.clock.SceneClock`, so
+    offline output does not depend on the hour). Applications do not build a loop
+    themselves: :class:`latentscape.session.Session` assembles and drives it."""
 
     def __init__(self, scene: Scene, *, hooks: FrameHooks | None = None, stages: Iterable[Stage] = (),
                  layers: Iterable[Layer] = (), stylizer: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 adapters: Any = None, deterministic: bool = True):
+                 adapters: Any = None, deterministic: bool = True, clock: Clock | None = None):
         self.scene = scene
+        self.clock = clock if clock is not None else SceneClock()
         self.hooks = hooks or NullHooks()
         self.stages = list(stages)
         self.layers = list(layers)
@@ -131,7 +141,7 @@ class FrameLoop:
     def context(self, camera: Camera, index: int = 0, t: float | None = None, deadline: float | None = None) -> FrameContext:
         t = index / self.scene.fps if t is None else t
         return FrameContext(index=index, time=t, camera=camera, deadline=deadline, scene_version=self.scene.version,
-                            params=dict(self.params))
+                            params=dict(self.params), now=self.clock.now(t))
 
     def render(self, camera: Camera, *, index: int = 0, t: float | None = None, deadline: float | None = None) -> Frame:
         """Make one frame for ``camera``."""
@@ -144,10 +154,7 @@ class FrameLoop:
             stats[name] = (time.perf_counter() - start) * 1000.0
             return out
 
-        timed("hooks.begin", self.hooks.frame_begin, ctx)
-        if self.adapters is not None:
-            timed("adapters", self.adapters.commit_pending, ctx)
-            ctx.adapters = dict(self.adapters.active_versions())
+        self._begin(ctx, timed)
         for i, stage in enumerate(self.stages):
             timed(f"stage.{getattr(stage, 'name', i)}", stage.prepare, ctx)
         bg_image, depth_limit = None, None
@@ -166,6 +173,23 @@ class FrameLoop:
         if depth_limit is not None:
             depth = np.minimum(depth, depth_limit.cpu().numpy())
         return Frame(rgb8, depth, alpha, ctx)
+
+    def _begin(self, ctx: FrameContext, timed) -> None:
+        """Between frames: triggers speak, then requested adapter swaps land."""
+        timed("hooks.begin", self.hooks.frame_begin, ctx)
+        if self.adapters is not None:
+            timed("adapters", self.adapters.commit_pending, ctx)
+            ctx.adapters = dict(self.adapters.active_versions())
+
+    def check(self, rgb: np.ndarray, *, index: int = 0, t: float | None = None) -> tuple[np.ndarray, FrameContext]:
+        """The hooks of one frame around a given uint8 [H, W, 3] frame instead of a
+        rendered one (frame begin, adapter swaps, guardrails, frame end): returns what
+        would be shown, and the frame's context."""
+        ctx = self.context(None, index, t)
+        self._begin(ctx, lambda name, fn, *a: fn(*a))
+        out = self.hooks.check_frame(ctx, np.ascontiguousarray(rgb, dtype=np.uint8))
+        self.hooks.frame_end(ctx, out)
+        return out, ctx
 
     def _layers(self, ctx: FrameContext):
         cam = ctx.camera

@@ -3,7 +3,7 @@
 A plugin is an object (a module, a class instance) whose methods carry
 ``@hookimpl`` and are named after a spec below. Plugins are found through the
 entry-point group ``latentscape`` and the scene's ``[[plugins]]`` list; the host
-(:mod:`latentscape.plugins_host`) calls them, one plugin at a time, each call
+(:mod:`latentscape.plugin_host`) calls them, one plugin at a time, each call
 under a time budget. What the host does when a call goes wrong:
 
 * guardrail hooks (``latentscape_check_frame``, ``latentscape_check_latents``)
@@ -156,7 +156,9 @@ class LatentscapeSpecs:
     @hookspec
     def latentscape_frame_begin(self, ctx) -> None:
         """A frame starts (``ctx``: ``latentscape.frame.FrameContext``; its
-        ``adapters`` are the previous frame's). Triggers look at ``ctx.time`` and ask
+        ``adapters`` are the previous frame's). Triggers look at ``ctx.time`` (scene
+        seconds) or ``ctx.now`` (the frame's date and time from the session's clock:
+        wall time live, scene time offline; never read the system clock) and ask
         for swaps / parameters through their ``Controls``; they land at this frame's
         boundary. Return nothing. Must be quick (fails open when over budget)."""
 

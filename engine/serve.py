@@ -96,63 +96,46 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-class _Loaded:
-    """One loaded scene with its frame loop and plugin host."""
-
-    def __init__(self, path: Path | None, cfg: ServeConfig, metrics: Metrics):
-        from latentscape.frame import FrameLoop
-        from latentscape.scene import load_scene
-        from latentscape.tools.pipeline import build_loop_parts
-
-        self.scene = load_scene(path, device=cfg.device, backend=cfg.backend)
-        self.parts = build_loop_parts(self.scene)
-        self.loop = FrameLoop(self.scene, deterministic=False, **self.parts)
-        self.hooks = self.parts.get("hooks")
-        self.adapters = self.parts.get("adapters")
-        self.cameras = self.scene.orbit(cfg.orbit_frames, cfg.width, cfg.height).cameras
-        if self.hooks is not None and hasattr(self.hooks, "_audit"):
-            # Count guardrail verdicts as the host records them (its audit point sees every decision).
-            audit = self.hooks._audit
-
-            def counted(ctx, p, hook, verdict, score, reason):
-                metrics.verdicts.labels(plugin=p.name, verdict=verdict).inc()
-                audit(ctx, p, hook, verdict, score, reason)
-
-            self.hooks._audit = counted
-        if self.adapters is not None and hasattr(self.adapters, "add_listener"):
-            self.adapters.add_listener(lambda *a: metrics.swaps.inc())
-
-    def close(self) -> None:
-        if self.hooks is not None and hasattr(self.hooks, "close"):
-            self.hooks.close()
-
-
 class Engine:
-    """Renders the scene continuously in a background thread; thread-safe controls."""
+    """Renders the scene continuously in a background thread; thread-safe controls.
+
+    The scene lives in a :class:`latentscape.session.Session` on the wall clock (a live
+    show: schedule triggers follow the time of day); reloads are the session's
+    (atomic: a scene that fails to load leaves the old one rendering)."""
 
     def __init__(self, cfg: ServeConfig):
         self.cfg = cfg
         self.metrics = Metrics()
-        self.current: _Loaded | None = None
+        self.session = None
         self.scene_path = cfg.scene
         self.frames = 0
         self.last_stats: dict[str, float] = {}
         self.last_error: str | None = None
         self.fps = 0.0
         self.sinks: list = []
-        self._lock = threading.Lock()  # guards self.current against a swap mid-frame
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._dropped_seen = 0
 
     # ---- lifecycle
     def start(self) -> None:
+        from latentscape.clock import WallClock
+        from latentscape.session import CameraSpec, Session
         from latentscape.sinks import open_sink
 
-        self.current = self._load(self.scene_path)
-        for out in self.cfg.outputs:
+        cfg = self.cfg
+        cameras = CameraSpec(orbit=cfg.orbit_frames, width=cfg.width, height=cfg.height)
+        try:
+            self.session = Session.open(self.scene_path, device=cfg.device, backend=cfg.backend, clock=WallClock(),
+                                        cameras=cameras, verdict_listeners=[self._count_verdict])
+        except Exception:
+            self.metrics.reloads.labels(result="failed").inc()
+            raise
+        self.metrics.reloads.labels(result="ok").inc()
+        self.session.on_swap(lambda *a: self.metrics.swaps.inc())
+        for out in cfg.outputs:
             sink = open_sink(out, overwrite=True)
-            sink.open(self.cfg.width, self.cfg.height, self.current.scene.fps)
+            sink.open(cfg.width, cfg.height, self.session.scene.fps)
             self.sinks.append(sink)
         self._thread = threading.Thread(target=self._run, name="latentscape-frame-loop", daemon=True)
         self._thread.start()
@@ -164,34 +147,30 @@ class Engine:
         for sink in self.sinks:
             sink.close()
         self.sinks.clear()
-        if self.current is not None:
-            self.current.close()
+        if self.session is not None:
+            self.session.close()
+
+    def _count_verdict(self, record: dict) -> None:
+        self.metrics.verdicts.labels(plugin=record["plugin"], verdict=record["verdict"]).inc()
 
     @property
     def ready(self) -> bool:
-        return self.current is not None and self.frames > 0
+        return self.session is not None and self.frames > 0
 
     # ---- the frame loop thread
     def _run(self) -> None:
         index = 0
         t_prev = time.perf_counter()
         while not self._stop.is_set():
-            with self._lock:
-                cur = self.current
-                cam = cur.cameras[index % len(cur.cameras)]
-                t0 = time.perf_counter()
-                try:
-                    frame = cur.loop.render(cam, index=index)
-                    for sink in self.sinks:
-                        sink.write(frame.rgb)
-                    if cur.hooks is not None:
-                        cur.hooks.frame_end(frame.context, frame)
-                except Exception as err:  # noqa: BLE001 - keep serving; report on /status
-                    self.last_error = f"{type(err).__name__}: {err}"
-                    log.exception("frame %d failed", index)
-                    self._stop.wait(1.0)
-                    continue
-                dt = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            try:
+                frame = self.session.render(index, sinks=self.sinks)
+            except Exception as err:  # noqa: BLE001 - keep serving; report on /status
+                self.last_error = f"{type(err).__name__}: {err}"
+                log.exception("frame %d failed", index)
+                self._stop.wait(1.0)
+                continue
+            dt = time.perf_counter() - t0
             self.metrics.frames.inc()
             self.metrics.frame_seconds.observe(dt)
             dropped = sum(getattr(s, "stats", {}).get("dropped", 0) for s in self.sinks)
@@ -209,43 +188,38 @@ class Engine:
                 self._stop.wait(max(0.0, 1.0 / self.cfg.max_fps - dt))
 
     # ---- controls
-    def _load(self, path: Path | None) -> _Loaded:
+    def switch(self, path: Path | None) -> dict:
+        """Load ``path`` (None: the bundled demo) and swap it in between frames. Raises (and
+        keeps the old scene) on failure."""
+        from latentscape.scene import demo_scene_path
+
         try:
-            loaded = _Loaded(path, self.cfg, self.metrics)
+            self.session.reload(path if path is not None else demo_scene_path())
         except Exception:
             self.metrics.reloads.labels(result="failed").inc()
             raise
         self.metrics.reloads.labels(result="ok").inc()
-        return loaded
-
-    def switch(self, path: Path | None) -> dict:
-        """Load ``path`` and swap it in between frames. Raises (and keeps the old scene) on failure."""
-        new = self._load(path)  # outside the lock: the old scene keeps rendering meanwhile
-        with self._lock:
-            old, self.current = self.current, new
-            self.scene_path = path
-        if old is not None:
-            old.close()
-        log.info("serving scene %s (%s)", new.scene.name, new.scene.version)
+        self.scene_path = path
+        log.info("serving scene %s (%s)", self.session.scene.name, self.session.scene.version)
         return self.scene_info()
 
     def reload(self) -> dict:
         return self.switch(self.scene_path)
 
     def scene_info(self) -> dict:
-        cur = self.current
-        if cur is None:
+        if self.session is None:
             return {}
-        return {"name": cur.scene.name, "version": cur.scene.version, "path": str(cur.scene.path)}
+        sc = self.session.scene
+        return {"name": sc.name, "version": sc.version, "path": str(sc.path)}
 
     def status(self) -> dict:
-        cur = self.current
+        s = self.session
         return {
             "ready": self.ready, "scene": self.scene_info(), "frames": self.frames, "fps": round(self.fps, 3),
             "size": [self.cfg.width, self.cfg.height], "stage_ms": self.last_stats, "last_error": self.last_error,
-            "adapters": dict(cur.adapters.active_versions()) if cur and cur.adapters is not None else {},
-            "plugins": cur.hooks.report() if cur and hasattr(cur.hooks, "report") else {},
-            "outputs": [{"target": getattr(s, "target", str(s)), **getattr(s, "stats", {})} for s in self.sinks],
+            "adapters": dict(s.adapters.active_versions()) if s is not None and s.adapters is not None else {},
+            "plugins": s.hooks.report() if s is not None else {},
+            "outputs": [{"target": getattr(k, "target", str(k)), **getattr(k, "stats", {})} for k in self.sinks],
         }
 
 
@@ -327,24 +301,21 @@ def create_app(cfg: ServeConfig, token: str, *, engine: Engine | None = None):
 
     @app.post("/adapters/{target}", dependencies=[Depends(auth)])
     def adapters(target: str, body: AdapterBody):
-        cur = eng.current
-        hooks = cur.hooks if cur else None
-        if hooks is None:
+        if eng.session is None:
             raise HTTPException(409, detail="no scene loaded")
         try:
-            accepted = hooks.request_adapter(target, body.mix, fade_s=body.fade_s, source="api")
+            accepted = eng.session.request_adapter(target, body.mix, fade_s=body.fade_s, source="api")
         except (AdapterError, ConfigError) as err:
             return JSONResponse(status_code=400, content={"error": "adapter request rejected", "detail": str(err)})
         return {"ok": bool(accepted), "vetoed": not accepted}
 
     @app.post("/params", dependencies=[Depends(auth)])
     def params(body: ParamsBody):
-        cur = eng.current
-        if cur is None or cur.hooks is None:
+        if eng.session is None:
             raise HTTPException(409, detail="no scene loaded")
         try:
             for k, v in body.params.items():
-                cur.hooks.set_param(k, v, source="api")
+                eng.session.set_param(k, v, source="api")
         except ConfigError as err:
             return JSONResponse(status_code=400, content={"error": "bad parameter", "detail": str(err)})
         return {"ok": True, "params": sorted(body.params)}

@@ -27,7 +27,8 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 
-from latentscape.plugins_host import PluginHost, PluginSpec
+from latentscape.clock import Clock
+from latentscape.plugin_host import PluginHost, PluginSpec
 
 
 def make_tiny_scene(out: str | Path, *, size: int = 8, frames: int = 24, seed: int = 0, extra_config: dict | None = None,
@@ -108,40 +109,48 @@ class HarnessRun:
 
 
 class PluginHarness:
-    """Runs plugins in a real :class:`PluginHost` around a real frame loop, headless."""
+    """Runs plugins in a real :class:`PluginHost` around a real frame loop, headless: a
+    :class:`latentscape.session.Session` on the scene clock (``ctx.now`` starts at noon
+    and follows scene time), with the plugins given here added to the scene's."""
 
     def __init__(self, scene: Any = None, plugins: Iterable[Any] = (), *, settings: dict[str, dict] | None = None,
                  scene_plugins: bool = True, isolation: str = "inline", budget_ms: float | None = None,
-                 clock: Callable[[], float] | None = None, audit_log: str | Path | None = None):
-        from latentscape.lora.manager import build_adapters
-        from latentscape.plugins_host import parse_plugin_config
-        from latentscape.scene.bundle import Scene, load_scene
+                 clock: Callable[[], float] | None = None, audit_log: str | Path | None = None,
+                 scene_clock: Clock | None = None):
+        from latentscape.session import Session
 
         self._tmp = tempfile.TemporaryDirectory(prefix="latentscape-harness-")
         tmp = Path(self._tmp.name)
         if scene is None:
             scene = make_tiny_scene(tmp / "scene")
-        self.scene = scene if isinstance(scene, Scene) else load_scene(scene)
         settings = settings or {}
         specs = [self._spec(p, settings, isolation, budget_ms) for p in plugins]
         self.audit_path = Path(audit_log) if audit_log is not None else tmp / "audit.jsonl"
-        self.adapters = build_adapters(self.scene)
-        hc, scene_specs = parse_plugin_config(self.scene.config)
-        from latentscape.hooks import SceneInfo
-
-        info = SceneInfo(path=self.scene.path, name=self.scene.name, version=self.scene.version, config=self.scene.config,
-                         fps=self.scene.fps, width=self.scene.width, height=self.scene.height)
-        import time as _time
-
-        self.host = PluginHost([*(scene_specs if scene_plugins else []), *specs], hc, scene=info, adapters=self.adapters,
-                               audit_log=self.audit_path, clock=clock or _time.monotonic)
         self.swaps: list[tuple[int, str, str, str]] = []
-        if self.adapters is not None:
-            self.adapters.add_listener(lambda ctx, t, old, new: self.swaps.append((getattr(ctx, "index", -1), t, old, new)))
-        from latentscape.frame import FrameLoop
-
-        self.loop = FrameLoop(self.scene, hooks=self.host, adapters=self.adapters)
+        try:
+            self.session = Session.open(scene, plugins=specs, scene_plugins=scene_plugins, audit_log=self.audit_path,
+                                        stylize=False, host_clock=clock, clock=scene_clock)
+        except BaseException:
+            self._tmp.cleanup()
+            raise
+        self.session.on_swap(lambda ctx, t, old, new: self.swaps.append((getattr(ctx, "index", -1), t, old, new)))
         self._audit_seen = 0
+
+    @property
+    def scene(self):
+        return self.session.scene
+
+    @property
+    def host(self) -> PluginHost:
+        return self.session.hooks
+
+    @property
+    def adapters(self):
+        return self.session.adapters
+
+    @property
+    def loop(self):
+        return self.session.loop
 
     @staticmethod
     def _spec(p: Any, settings: dict, isolation: str, budget_ms: float | None) -> PluginSpec:
@@ -162,40 +171,34 @@ class PluginHarness:
     def run(self, frames: int = 8, *, camera: str | None = None, width: int | None = None, height: int | None = None,
             before_frame: Callable[[int], None] | None = None) -> HarnessRun:
         """Render ``frames`` frames of the scene's camera path (or an orbit) through the plugins."""
+        from latentscape.session import CameraSpec
+
         sc = self.scene
-        path = sc.camera_path(camera, width=width, height=height) if (camera or sc.camera_paths) else sc.orbit(frames, width, height)
-        cams = [path.cameras[i % len(path.cameras)] for i in range(frames)]
+        spec = CameraSpec(name=camera, width=width, height=height) if (camera or sc.camera_paths) \
+            else CameraSpec(orbit=frames, width=width, height=height)
+        path = self.session.camera_path(spec)
         shown, ctxs = [], []
         start = len(self.swaps)
-        for i, cam in enumerate(cams):
+        for i in range(frames):
             if before_frame is not None:
                 before_frame(i)
-            fr = self.loop.render(cam, index=i, t=i / path.fps)
-            self.host.frame_end(fr.context, fr)
+            fr = self.session.render(path.cameras[i % len(path.cameras)], index=i, t=i / path.fps)
             shown.append(fr.rgb)
             ctxs.append(fr.context)
         return HarnessRun(shown, ctxs, self._new_verdicts(), self.swaps[start:])
 
     def feed(self, frames: Iterable[np.ndarray], *, fps: float = 24.0, start: int = 0) -> HarnessRun:
         """Run the guardrails on given uint8 frames (no rendering): frame i has time (start + i) / fps."""
-        from latentscape.frame import FrameContext
-
         shown, ctxs = [], []
         for i, rgb in enumerate(frames):
             idx = start + i
-            ctx = FrameContext(index=idx, time=idx / fps, camera=None, deadline=None, scene_version=self.scene.version)
-            self.host.frame_begin(ctx)
-            if self.adapters is not None:
-                self.adapters.commit_pending(ctx)
-                ctx.adapters = dict(self.adapters.active_versions())
-            out = self.host.check_frame(ctx, np.ascontiguousarray(rgb, dtype=np.uint8))
-            self.host.frame_end(ctx, out)
+            out, ctx = self.session.feed(rgb, index=idx, t=idx / fps)
             shown.append(out)
             ctxs.append(ctx)
         return HarnessRun(shown, ctxs, self._new_verdicts(), [])
 
     def close(self) -> None:
-        self.host.close()
+        self.session.close()
         self._tmp.cleanup()
 
     def __enter__(self) -> "PluginHarness":

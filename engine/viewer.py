@@ -162,32 +162,45 @@ class ViewerCore:
         self.watcher = SceneWatcher(self.scene.path if self.scene_path is not None else None)
 
     def _load(self, path: Path | None) -> None:
-        from latentscape.frame import FrameLoop
-        from latentscape.scene import load_scene
-        from latentscape.tools.pipeline import build_loop_parts
+        from latentscape.clock import WallClock
+        from latentscape.session import Session
 
-        scene = load_scene(path, device=self.device, backend=self.backend)
-        parts = build_loop_parts(scene)
-        loop = FrameLoop(scene, deterministic=False, **parts)
-        old = getattr(self, "loop", None)
-        self.scene, self.loop, self.parts = scene, loop, parts
-        self.hooks, self.adapters = parts.get("hooks"), parts.get("adapters")
+        self.session = Session.open(path, device=self.device, backend=self.backend, clock=WallClock())
+        self._scene_changed()
+
+    def _scene_changed(self) -> None:
+        scene = self.session.scene
         self.paths = [None, *sorted(scene.camera_paths)]
         self.path_index = min(getattr(self, "path_index", 0), len(self.paths) - 1)
         self.rig = getattr(self, "rig", None) or CameraRig(center=tuple(scene.center.tolist()), radius=2.0 / scene.scale,
                                                            up_axis=scene.up_axis)
         self._path_cache: dict[str, Any] = {}
-        if old is not None and hasattr(old.hooks, "close"):
-            old.hooks.close()
+
+    @property
+    def scene(self):
+        return self.session.scene
+
+    @property
+    def loop(self):
+        return self.session.loop
+
+    @property
+    def hooks(self):
+        return self.session.hooks
+
+    @property
+    def adapters(self):
+        return self.session.adapters
 
     def reload(self) -> bool:
         """Load the scene again; on failure keep the old one and remember the error."""
         try:
-            self._load(self.scene_path)
+            self.session.reload(self.scene_path)
         except Exception as err:  # noqa: BLE001 - any failure keeps the old scene running
             self.error = f"reload failed, kept the old scene: {err}"
             log.warning("%s", self.error)
             return False
+        self._scene_changed()
         self.error = None
         log.info("reloaded %s (%s)", self.scene.name, self.scene.version)
         return True
@@ -198,8 +211,7 @@ class ViewerCore:
         return None
 
     def activity(self, kind: str, magnitude: float = 1.0, **data) -> None:
-        if self.hooks is not None and hasattr(self.hooks, "activity"):
-            self.hooks.activity(kind, magnitude, **data)
+        self.session.activity(kind, magnitude, **data)
 
     def cycle_path(self) -> str:
         self.path_index = (self.path_index + 1) % len(self.paths)
@@ -213,13 +225,13 @@ class ViewerCore:
 
     def toggle_adapter(self, slot: int) -> str | None:
         slots = self.adapter_slots()
-        if not 0 <= slot < len(slots) or self.hooks is None:
+        if not 0 <= slot < len(slots):
             return None
         target, name = slots[slot]
         active = dict(self.adapters.active_versions()).get(target, "")
         mix = None if active.startswith(name) else name
         try:
-            self.hooks.request_adapter(target, mix, source="viewer")
+            self.session.request_adapter(target, mix, source="viewer")
         except Exception as err:  # noqa: BLE001 - shown on the HUD
             self.error = f"adapter {name}: {err}"
             return None
@@ -242,9 +254,7 @@ class ViewerCore:
         if factor < 1.0:
             cam = cam.scaled(factor)
         t0 = time.perf_counter()
-        frame = self.loop.render(cam, index=self.index)
-        if self.hooks is not None:
-            self.hooks.frame_end(frame.context, frame)
+        frame = self.session.render(cam, index=self.index)
         ms = (time.perf_counter() - t0) * 1000
         if self.dynres is not None and camera is None:
             self.dynres.update(ms)
@@ -267,8 +277,7 @@ class ViewerCore:
             act = {t: v for t, v in f.context.adapters.items() if v}
             lines.append("adapters: " + (", ".join(f"{t}={v.split('@')[0]}" for t, v in act.items()) or "base"))
             slate = f.context.extras.get("latentscape.slate")
-            quarantined = [n for n, r in (self.hooks.report() if hasattr(self.hooks, "report") else {}).items()
-                           if r.get("quarantined")]
+            quarantined = [n for n, r in self.hooks.report().items() if r.get("quarantined")]
             lines.append("guardrails: " + (f"SLATE ({slate})" if slate else "ok")
                          + (f"  quarantined: {', '.join(quarantined)}" if quarantined else ""))
         if self.error:
@@ -276,8 +285,7 @@ class ViewerCore:
         return lines
 
     def close(self) -> None:
-        if self.hooks is not None and hasattr(self.hooks, "close"):
-            self.hooks.close()
+        self.session.close()
 
 
 class Viewer:

@@ -25,6 +25,7 @@ import os
 
 import torch
 
+from latentscape.kernels._common import interpret
 from latentscape.kernels.reference.filtered_lrelu import filtered_lrelu_ref, upfirdn2d_ref
 
 __all__ = ["filtered_lrelu", "filtered_lrelu_triton", "bias_lrelu_fwd", "bias_lrelu_bwd", "triton_available"]
@@ -35,13 +36,9 @@ _BLOCK = 1024
 _KERNELS: dict[bool, tuple] = {}
 
 
-def _interpret() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
-
-
 def _kernels():
     """Define the kernels on first use (so ``TRITON_INTERPRET`` may be set late), cached per mode."""
-    mode = _interpret()
+    mode = interpret()
     if mode in _KERNELS:
         return _KERNELS[mode]
     import triton

@@ -16,23 +16,24 @@ not fuse), so the kernels are compiled with ``enable_fp_fusion=False``; with it 
 cell and fraction of every point match the reference bit for bit on the GPU too.
 
 ``TRITON_INTERPRET=1`` must be set before this module is imported to run the kernels on
-the CPU (the tests' ``conftest.py`` does it).
+the CPU (the tests' ``conftest.py`` does it). The per-point cell and the corner index
+are the shared ``@triton.jit`` helpers of :mod:`latentscape.kernels._common`, used by
+both kernels.
 """
 
 from __future__ import annotations
-
-import os
 
 import torch
 import triton
 import triton.language as tl
 
-from latentscape.kernels.reference.hashgrid import GridLayout
+from latentscape.kernels._common import block_size, check_encoding_inputs, jit_helpers
+from latentscape.kernels.layout import GridLayout
 
 __all__ = ["hashgrid_encode", "hashgrid_fwd", "hashgrid_bwd", "HashGridFunction"]
 
 # Points per program. 128 keeps the 8 corner gathers of a level in flight without
-# spilling for F <= 4; not tuned on a GPU yet (tools/bench_gpu.py measures it).
+# spilling for F <= 4; not tuned on a GPU yet (tools/benchmarks/gpu.py measures it).
 _BLOCK = 128
 # Under the CPU interpreter each program costs Python overhead per op, so fewer,
 # larger programs are much faster (tests only).
@@ -40,23 +41,11 @@ _BLOCK_INTERPRET = 1024
 
 
 def _block() -> int:
-    return _BLOCK_INTERPRET if os.environ.get("TRITON_INTERPRET") == "1" else _BLOCK
+    return block_size(_BLOCK, _BLOCK_INTERPRET)
 
 
-@triton.jit
-def _corner(cx, cy, cz, bx: tl.constexpr, by: tl.constexpr, bz: tl.constexpr, res, size, IS_DENSE: tl.constexpr):
-    """Entry index (within its level) of the corner ``cell + (bx, by, bz)``; int32."""
-    x = (cx + bx).to(tl.uint32)
-    y = (cy + by).to(tl.uint32)
-    z = (cz + bz).to(tl.uint32)
-    if IS_DENSE:
-        r = res.to(tl.uint32)
-        idx = x + y * r + z * (r * r)
-        # Past the far edge the dense index exceeds the level size by less than one size.
-        idx = tl.where(idx >= size.to(tl.uint32), idx - size.to(tl.uint32), idx)
-    else:
-        idx = (x ^ (y * 2654435761) ^ (z * 805459861)) & (size - 1).to(tl.uint32)
-    return idx.to(tl.int32)
+_cell = jit_helpers()["grid_cell"]
+_corner = jit_helpers()["grid_corner"]
 
 
 @triton.jit
@@ -72,18 +61,7 @@ def _hashgrid_fwd_kernel(x_ptr, p_ptr, out_ptr, scale_ptr, res_ptr, size_ptr, of
     res = tl.load(res_ptr + level)
     size = tl.load(size_ptr + level)
     offset = tl.load(offset_ptr + level).to(tl.int64)
-    px = tl.load(x_ptr + rows64 * 3 + 0, mask=mask, other=0.0).to(tl.float32) * scale + 0.5
-    py = tl.load(x_ptr + rows64 * 3 + 1, mask=mask, other=0.0).to(tl.float32) * scale + 0.5
-    pz = tl.load(x_ptr + rows64 * 3 + 2, mask=mask, other=0.0).to(tl.float32) * scale + 0.5
-    fx = tl.floor(px)
-    fy = tl.floor(py)
-    fz = tl.floor(pz)
-    cx = fx.to(tl.int32)
-    cy = fy.to(tl.int32)
-    cz = fz.to(tl.int32)
-    tx = px - fx
-    ty = py - fy
-    tz = pz - fz
+    cx, cy, cz, tx, ty, tz = _cell(x_ptr, rows64, mask, scale)
     acc = tl.zeros((BLOCK, F), dtype=tl.float32)
     m2 = mask[:, None]
     for c in tl.static_range(8):
@@ -119,18 +97,7 @@ def _hashgrid_bwd_kernel(x_ptr, p_ptr, gout_ptr, gp_ptr, gx_ptr, scale_ptr, res_
     res = tl.load(res_ptr + level)
     size = tl.load(size_ptr + level)
     offset = tl.load(offset_ptr + level).to(tl.int64)
-    px = tl.load(x_ptr + rows64 * 3 + 0, mask=mask, other=0.0).to(tl.float32) * scale + 0.5
-    py = tl.load(x_ptr + rows64 * 3 + 1, mask=mask, other=0.0).to(tl.float32) * scale + 0.5
-    pz = tl.load(x_ptr + rows64 * 3 + 2, mask=mask, other=0.0).to(tl.float32) * scale + 0.5
-    fx = tl.floor(px)
-    fy = tl.floor(py)
-    fz = tl.floor(pz)
-    cx = fx.to(tl.int32)
-    cy = fy.to(tl.int32)
-    cz = fz.to(tl.int32)
-    tx = px - fx
-    ty = py - fy
-    tz = pz - fz
+    cx, cy, cz, tx, ty, tz = _cell(x_ptr, rows64, mask, scale)
     m2 = mask[:, None]
     g = tl.load(gout_ptr + (rows64 * (L * F) + level * F)[:, None] + feats[None, :], mask=m2, other=0.0).to(tl.float32)
     gxa = tl.zeros((BLOCK,), dtype=tl.float32)
@@ -259,17 +226,6 @@ def hashgrid_encode(x: torch.Tensor, params: torch.Tensor, layout: GridLayout) -
     returns [N, n_levels * F] float32
     Differentiable w.r.t. ``params`` and ``x`` (first order).
     """
-    if not isinstance(layout, GridLayout):
-        raise TypeError(f"layout must be a GridLayout, got {type(layout).__name__}")
-    if x.ndim != 2 or x.shape[1] != layout.n_dims:
-        raise ValueError(f"x must be [N, {layout.n_dims}], got {tuple(x.shape)}")
-    if params.shape != (layout.n_params,):
-        raise ValueError(f"params must be [{layout.n_params}], got {tuple(params.shape)}")
-    if not x.is_floating_point():
-        raise TypeError(f"x must be floating point, got {x.dtype}")
-    if params.dtype not in (torch.float32, torch.float16):
-        raise TypeError(f"params must be float32 or float16, got {params.dtype}")
-    if x.device != params.device:
-        raise ValueError(f"x is on {x.device} but params on {params.device}")
+    check_encoding_inputs(x, params, layout)
     _check_layout(layout)
     return HashGridFunction.apply(x, params, layout)

@@ -17,17 +17,16 @@ float16 weights). The output is always float32.
 Backward: through torch, by recomputation. ``backward`` re-runs the reference MLP on
 the saved input and weights and differentiates it. The forward kernel is the hot path
 (rendering); training steps are dominated by the hash grid's scattered gradient, so a
-fused backward was not worth writing yet (tools/bench_gpu.py times the forward).
+fused backward was not worth writing yet (tools/benchmarks/gpu.py times the forward).
 """
 
 from __future__ import annotations
-
-import os
 
 import torch
 import triton
 import triton.language as tl
 
+from latentscape.kernels._common import check_dtype, check_same_device, interpret
 from latentscape.kernels.reference.mlp import mlp_reference
 
 __all__ = ["fused_mlp", "fused_mlp_fwd", "FusedMLPFunction", "MAX_WIDTH"]
@@ -73,7 +72,7 @@ def pack_weights(weights: list[torch.Tensor], dtype: torch.dtype) -> torch.Tenso
 
 
 def _block_m(d: int) -> int:
-    if os.environ.get("TRITON_INTERPRET") == "1":
+    if interpret():
         return 512  # fewer programs: the CPU interpreter pays per program (tests only)
     # 64 rows keep a [64, 128] float32 activation tile in registers; not tuned on a GPU yet.
     return 128 if d <= 64 else 64
@@ -132,13 +131,10 @@ def fused_mlp(x: torch.Tensor, weights: list[torch.Tensor], *, precision: str | 
     for i, w in enumerate(weights):
         if w.ndim != 2 or w.shape[1] != width:
             raise ValueError(f"weight {i} must be [out, {width}], got {tuple(w.shape)}")
-        if w.device != x.device:
-            raise ValueError(f"weight {i} is on {w.device} but x on {x.device}")
-        if w.dtype not in (torch.float32, torch.float16):
-            raise TypeError(f"weight {i} must be float32 or float16, got {w.dtype}")
+        check_same_device(**{f"weight {i}": w, "x": x})
+        check_dtype(f"weight {i}", w)
         width = w.shape[0]
-    if x.dtype not in (torch.float32, torch.float16):
-        raise TypeError(f"x must be float32 or float16, got {x.dtype}")
+    check_dtype("x", x)
     if max(max(w.shape) for w in weights) > MAX_WIDTH:
         raise ValueError(f"fused_mlp handles widths up to {MAX_WIDTH}; use mlp_reference for wider layers")
     if precision is None:

@@ -21,7 +21,8 @@ from __future__ import annotations
 import torch
 
 from latentscape.errors import BackendError
-from latentscape.kernels.reference.hashgrid import GridLayout
+from latentscape.kernels._common import check_encoding_inputs
+from latentscape.kernels.layout import GridLayout
 
 __all__ = ["encoding_config", "to_tcnn_params", "hashgrid_encode"]
 
@@ -96,9 +97,6 @@ def hashgrid_encode(x: torch.Tensor, params: torch.Tensor, layout: GridLayout) -
 
     x: [N, 3] in [0, 1] (CUDA); params: [n_params] float32 or float16 -> [N, L*F] float32.
     """
-    if x.ndim != 2 or x.shape[1] != layout.n_dims:
-        raise ValueError(f"x must be [N, {layout.n_dims}], got {tuple(x.shape)}")
-    if params.dtype not in (torch.float32, torch.float16):
-        raise TypeError(f"params must be float32 or float16, got {params.dtype}")
+    check_encoding_inputs(x, params, layout)
     enc = _encoding_module(layout, params.dtype, x.device)
     return _apply(enc, x, to_tcnn_params(params, layout)).float()

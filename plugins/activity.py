@@ -29,6 +29,7 @@ import threading
 import time
 from typing import Callable
 
+from latentscape.config import with_defaults
 from latentscape.errors import ConfigError
 from latentscape.hooks import hookimpl
 
@@ -49,10 +50,7 @@ class ActivityTrigger:
 
     @hookimpl
     def latentscape_configure(self, settings: dict, controls) -> None:
-        unknown = set(settings) - set(DEFAULTS)
-        if unknown:
-            raise ConfigError(f"activity: unknown settings {sorted(unknown)}", hint=f"known: {sorted(DEFAULTS)}")
-        cfg = {**DEFAULTS, **settings}
+        cfg = with_defaults(settings, DEFAULTS, where="activity settings")
         if not (isinstance(cfg["half_life_s"], (int, float)) and cfg["half_life_s"] > 0):
             raise ConfigError("activity: half_life_s must be positive")
         levels = []

@@ -50,6 +50,7 @@ from collections import deque
 
 import numpy as np
 
+from latentscape.config import with_defaults
 from latentscape.errors import ConfigError
 from latentscape.hooks import Verdict, hookimpl
 
@@ -115,10 +116,7 @@ class FlashGuard:
 
     @hookimpl
     def latentscape_configure(self, settings: dict) -> None:
-        unknown = set(settings) - set(DEFAULTS)
-        if unknown:
-            raise ConfigError(f"flash guard: unknown settings {sorted(unknown)}", hint=f"known: {sorted(DEFAULTS)}")
-        cfg = {**DEFAULTS, **settings}
+        cfg = with_defaults(settings, DEFAULTS, where="flash guard settings")
         if cfg["mode"] not in ("hold", "attenuate"):
             raise ConfigError("flash guard: mode must be 'hold' or 'attenuate'")
         for k in ("display_white_cd", "delta_cd", "dark_cd", "window_s"):

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from latentscape.config import with_defaults
 from latentscape.errors import ConfigError
 from latentscape.hooks import Verdict, hookimpl
 
@@ -38,10 +39,7 @@ class LatentBox:
     def latentscape_configure(self, settings: dict) -> None:
         import torch
 
-        unknown = set(settings) - set(DEFAULTS)
-        if unknown:
-            raise ConfigError(f"latent box: unknown settings {sorted(unknown)}", hint=f"known: {sorted(DEFAULTS)}")
-        cfg = {**DEFAULTS, **settings}
+        cfg = with_defaults(settings, DEFAULTS, where="latent box settings")
         if cfg["region"] not in ("balls", "box") or cfg["action"] not in ("project", "reject"):
             raise ConfigError("latent box: region is 'balls' or 'box', action is 'project' or 'reject'")
         rows = []

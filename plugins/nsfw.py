@@ -18,6 +18,7 @@ Needs the ``nsfw`` extra: ``pip install 'latentscape[nsfw]'``.
 
 from __future__ import annotations
 
+from latentscape.config import with_defaults
 from latentscape.errors import ConfigError, PluginError
 from latentscape.hooks import Verdict, hookimpl
 
@@ -72,10 +73,7 @@ class NsfwGuard:
 
     @hookimpl
     def latentscape_configure(self, settings: dict) -> None:
-        unknown = set(settings) - set(DEFAULTS)
-        if unknown:
-            raise ConfigError(f"nsfw: unknown settings {sorted(unknown)}", hint=f"known: {sorted(DEFAULTS)}")
-        cfg = {**DEFAULTS, **settings}
+        cfg = with_defaults(settings, DEFAULTS, where="nsfw settings")
         if not 0 < cfg["threshold"] <= cfg["hard_threshold"] <= 1:
             raise ConfigError("nsfw: need 0 < threshold <= hard_threshold <= 1")
         for k in ("consecutive", "release", "every", "threads"):

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from latentscape.config import with_defaults
 from latentscape.errors import ConfigError, PluginError
 from latentscape.hooks import hookimpl
 
@@ -61,10 +62,7 @@ class OscTrigger:
             from pythonosc.osc_server import ThreadingOSCUDPServer
         except ImportError:
             raise PluginError("the OSC trigger needs python-osc", hint="pip install 'latentscape[plugins]'") from None
-        unknown = set(settings) - set(DEFAULTS)
-        if unknown:
-            raise ConfigError(f"osc: unknown settings {sorted(unknown)}", hint=f"known: {sorted(DEFAULTS)}")
-        cfg = {**DEFAULTS, **settings}
+        cfg = with_defaults(settings, DEFAULTS, where="osc settings")
         if not (isinstance(cfg["port"], int) and 0 <= cfg["port"] < 65536):
             raise ConfigError(f"osc: port must be 0..65535, got {cfg['port']!r}")
         if not (isinstance(cfg["max_packet"], int) and 16 <= cfg["max_packet"] <= 65507):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from latentscape.config import with_defaults
 from latentscape.errors import ConfigError
 from latentscape.hooks import Verdict, hookimpl
 
@@ -51,10 +52,7 @@ class PaletteGuard:
 
     @hookimpl
     def latentscape_configure(self, settings: dict) -> None:
-        unknown = set(settings) - set(DEFAULTS)
-        if unknown:
-            raise ConfigError(f"palette: unknown settings {sorted(unknown)}", hint=f"known: {sorted(DEFAULTS)}")
-        cfg = {**DEFAULTS, **settings}
+        cfg = with_defaults(settings, DEFAULTS, where="palette settings")
         if cfg["palette"] is not None:
             if not isinstance(cfg["palette"], list) or not cfg["palette"]:
                 raise ConfigError("palette: `palette` must be a non-empty list of '#rrggbb' colours")

@@ -7,7 +7,7 @@ Settings::
     fade_s = 2.0               # cross-fade on each change (frame time)
     default = "night"          # when no rule matches ("" or absent: base weights)
     [[plugins.settings.rules]] # first matching rule wins
-    from = "08:00"             # local wall-clock time, HH:MM or HH:MM:SS
+    from = "08:00"             # local time of the frame (ctx.now), HH:MM or HH:MM:SS
     to = "20:00"               # exclusive; to < from spans midnight
     adapter = "day"
     [[plugins.settings.rules]]
@@ -18,16 +18,20 @@ Settings::
 
 An impossible time ("25:00", "12:60") or date ("02-30") is a ConfigError at load.
 The rules are checked at each frame begin, at most every ``check_every_s`` (1.0)
-seconds of wall time; a swap is asked for only when the wanted adapter changes.
-``clock`` (constructor) returns a ``datetime``: tests inject one.
+seconds of the frame's clock; a swap is asked for only when the wanted adapter changes.
+
+"Now" is the frame's ``ctx.now``, set by the session's clock
+(:mod:`latentscape.clock`): the wall clock in live shows (serve, view), scene time
+offline (render, farm, distill), so an offline render is the same at any hour.
+``clock`` (constructor) returns a ``datetime`` and overrides ``ctx.now``: tests inject one.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import time
 from typing import Callable
 
+from latentscape.config import check_keys, with_defaults
 from latentscape.errors import ConfigError
 from latentscape.hooks import hookimpl
 
@@ -65,30 +69,25 @@ def parse_date(text, where: str) -> tuple[int | None, int, int]:
 
 
 class ScheduleTrigger:
-    def __init__(self, clock: Callable[[], dt.datetime] = dt.datetime.now):
+    def __init__(self, clock: Callable[[], dt.datetime] | None = None):
         self.clock = clock
         self.cfg = dict(DEFAULTS)
         self.rules: list[tuple[dt.time, dt.time, set | None, str]] = []
         self.controls = None
         self.wanted: str | None = None
-        self._last_check = -float("inf")
+        self._last_check: dt.datetime | None = None
         self.requests = 0
 
     @hookimpl
     def latentscape_configure(self, settings: dict, controls) -> None:
-        unknown = set(settings) - set(DEFAULTS)
-        if unknown:
-            raise ConfigError(f"schedule: unknown settings {sorted(unknown)}", hint=f"known: {sorted(DEFAULTS)}")
-        cfg = {**DEFAULTS, **settings}
+        cfg = with_defaults(settings, DEFAULTS, where="schedule settings")
         if not isinstance(cfg["rules"], list):
             raise ConfigError("schedule: rules must be a list of tables")
         rules = []
         for i, r in enumerate(cfg["rules"]):
             if not isinstance(r, dict) or "adapter" not in r:
                 raise ConfigError(f"schedule: rule {i} needs an adapter")
-            bad = set(r) - {"from", "to", "dates", "adapter"}
-            if bad:
-                raise ConfigError(f"schedule: rule {i} has unknown keys {sorted(bad)}")
+            check_keys(r, ("from", "to", "dates", "adapter"), where=f"schedule rule {i}")
             start = parse_time(r.get("from", "00:00"), f"rule {i} from")
             end = parse_time(r.get("to", "23:59:59"), f"rule {i} to")
             dates = None
@@ -117,13 +116,21 @@ class ScheduleTrigger:
             return adapter
         return self.cfg["default"] or ""
 
+    def _now(self, ctx) -> dt.datetime:
+        if self.clock is not None:
+            return self.clock()
+        now = getattr(ctx, "now", None)
+        return now if now is not None else dt.datetime.now()  # a context made by hand, without a clock
+
     @hookimpl
     def latentscape_frame_begin(self, ctx) -> None:
-        mono = time.monotonic()
-        if mono - self._last_check < self.cfg["check_every_s"] and self.wanted is not None:
-            return
-        self._last_check = mono
-        wanted = self.adapter_at(self.clock())
+        now = self._now(ctx)
+        if self.wanted is not None and self._last_check is not None:
+            since = (now - self._last_check).total_seconds()
+            if 0.0 <= since < self.cfg["check_every_s"]:
+                return  # checked recently (a clock that went back, a new run, checks at once)
+        self._last_check = now
+        wanted = self.adapter_at(now)
         if wanted != self.wanted:
             self.controls.request_adapter(self.cfg["target"], wanted or None, fade_s=self.cfg["fade_s"])
             self.wanted = wanted

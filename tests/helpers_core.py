@@ -17,9 +17,10 @@ def run_cli(*args, cwd=None, timeout=300) -> subprocess.CompletedProcess:
                           text=True, cwd=cwd, timeout=timeout, env=env)
 
 
-def make_tiny_scene(tmp: Path, steps: int = 20) -> Path:
-    """Train a tiny sphere scene for a few steps and write it as a bundle."""
-    from latentscape.tools.synthetic import make_sphere_dataset
+def train_tiny_scene(tmp: Path, steps: int = 20) -> Path:
+    """Train a tiny sphere scene for a few steps and write it as a bundle (a trained field;
+    :func:`latentscape.testing.make_tiny_scene` writes an untrained random one, faster)."""
+    from latentscape.tools.recipes.synthetic import make_sphere_dataset
     from latentscape.tools.training_job import run_training
 
     data = make_sphere_dataset(tmp / "sphere_data", n_train=8, n_test=2, size=24)

@@ -15,7 +15,7 @@ from latentscape.errors import BackendError
 from latentscape.field.nerf import FieldConfig, NerfField
 from latentscape.kernels import backend
 from latentscape.kernels.reference import raymarch as ref_raymarch
-from latentscape.kernels.reference.hashgrid import GridLayout
+from latentscape.kernels.layout import GridLayout
 from latentscape.kernels.reference.hashgrid import hashgrid_encode as reference_encode
 from latentscape.render.occupancy import OccupancyGrid
 from latentscape.render.renderer import RenderConfig, render_rays

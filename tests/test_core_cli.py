@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers_core import make_tiny_scene, run_cli
+from helpers_core import run_cli, train_tiny_scene
 
 av = pytest.importorskip("av", reason="PyAV ([video] extra) is needed for MP4 output")
 
@@ -20,7 +20,7 @@ def _no_traceback(proc):
 
 @pytest.fixture(scope="module")
 def tiny_scene(tmp_path_factory):
-    return make_tiny_scene(tmp_path_factory.mktemp("scene"))
+    return train_tiny_scene(tmp_path_factory.mktemp("scene"))
 
 
 def test_render_demo_to_mp4(tmp_path):
@@ -59,7 +59,7 @@ def test_render_camera_path_file_and_same_bytes_twice(tiny_scene, tmp_path):
 
 
 def test_train_cli_writes_locked_bundle(tmp_path):
-    from latentscape.tools.synthetic import make_sphere_dataset
+    from latentscape.tools.recipes.synthetic import make_sphere_dataset
 
     data = make_sphere_dataset(tmp_path / "d", n_train=4, n_test=1, size=12)
     out = tmp_path / "scene"
@@ -96,7 +96,7 @@ def test_malformed_transforms(tmp_path):
 
 
 def test_missing_and_unreadable_images(tmp_path):
-    from latentscape.tools.synthetic import make_sphere_dataset
+    from latentscape.tools.recipes.synthetic import make_sphere_dataset
 
     data = make_sphere_dataset(tmp_path / "d", n_train=3, n_test=1, size=8)
     os.remove(data / "images" / "view_001.png")

@@ -8,7 +8,7 @@ import torch
 from latentscape.dataset import load_dataset, normalization
 from latentscape.field.nerf import FieldConfig
 from latentscape.render.renderer import RenderConfig
-from latentscape.tools.synthetic import make_sphere_dataset
+from latentscape.tools.recipes.synthetic import make_sphere_dataset
 from latentscape.training import TrainConfig, evaluate, train
 
 from helpers_core import TINY_FIELD

@@ -11,7 +11,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 from latentscape.errors import ConfigError, OutputError, SceneError
 from latentscape.frame import FrameLoop
@@ -20,7 +19,8 @@ from latentscape.lora.format import load_adapter
 from latentscape.lora.manager import AdapterManager, build_adapters
 from latentscape.lora.targets import resolve_target
 from latentscape.plugins.schedule import ScheduleTrigger
-from latentscape.plugins_host import PluginHost, parse_plugin_config
+from latentscape.plugin_host import PluginHost, parse_plugin_config
+from latentscape.session import CameraSpec
 from latentscape.scene.bundle import demo_scene_path, load_scene
 from latentscape.scene.lock import bundle_files, verify_lock
 
@@ -28,12 +28,7 @@ DEMO = demo_scene_path()
 TARGET = "nerf.color"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def sha(path) -> str:
@@ -69,7 +64,8 @@ def audit(tmp_path) -> list[dict]:
 # --------------------------------------------------------------------------- (a)
 
 def test_demo_renders_with_its_plugins_and_adapters(tmp_path):
-    from latentscape.tools.pipeline import build_loop_parts
+    from latentscape.clock import SceneClock
+    from latentscape.session import Session
 
     before = {f: sha(DEMO / f) for f in bundle_files(DEMO)}
     sc = load_scene(DEMO)  # the lock covers the adapters and scene.toml
@@ -77,29 +73,23 @@ def test_demo_renders_with_its_plugins_and_adapters(tmp_path):
     assert hc.audit_log is None  # nothing is written into the package at render time
     assert {s.name: s.enabled for s in specs} == {"flash_guard": True, "brand_box": True, "schedule": True,
                                                   "osc": False, "nsfw_guard": False}
-    parts = build_loop_parts(sc, audit_log=tmp_path / "audit.jsonl")
-    host, mgr = parts["hooks"], parts["adapters"]
-    try:
-        assert mgr.names() == {TARGET: ["night", "sepia"]}
-        assert [p.name for p in host.plugins] == ["flash_guard", "brand_box", "schedule"]
-        assert parts.get("layers"), "the demo's GAN layer is part of the loop"
-        loop = FrameLoop(sc, **parts)
-        path = sc.camera_path(width=32, height=32)
-        frames = []
-        for i in range(2):
-            fr = loop.render(path.cameras[i], index=i)
-            host.frame_end(fr.context, fr)
-            frames.append(fr)
-    finally:
-        host.close()
-    assert all("latentscape.slate" not in f.context.extras for f in frames)
-    recs = [r for r in audit(tmp_path) if "verdict" in r]
-    assert sorted((r["frame"], r["plugin"]) for r in recs) == [(0, "brand_box"), (0, "flash_guard"),
-                                                             (1, "brand_box"), (1, "flash_guard")]
-    assert {r["verdict"] for r in recs} == {"pass"}
-    # The schedule trigger runs on the wall clock: base look by day, night (fading in) at night.
-    assert all(set(f.context.adapters) == {TARGET} for f in frames)
-    assert all(f.context.adapters[TARGET] in ("",) or f.context.adapters[TARGET].startswith("night@") for f in frames)
+    frames = {}
+    for start in (dt.datetime(2026, 6, 1, 12, 0), dt.datetime(2026, 6, 1, 23, 0)):
+        log = tmp_path / f"audit{start.hour}.jsonl"
+        with Session.open(sc, audit_log=log, clock=SceneClock(start), cameras=CameraSpec(width=32, height=32)) as s:
+            assert s.adapters.names() == {TARGET: ["night", "sepia"]}
+            assert [p.name for p in s.hooks.plugins] == ["flash_guard", "brand_box", "schedule"]
+            assert s.loop.layers, "the demo's GAN layer is part of the loop"
+            frames[start.hour] = [s.render(i) for i in range(2)]
+        assert all("latentscape.slate" not in f.context.extras for f in frames[start.hour])
+        recs = [json.loads(x) for x in log.read_text().splitlines() if "verdict" in x]
+        assert sorted((r["frame"], r["plugin"]) for r in recs) == [(0, "brand_box"), (0, "flash_guard"),
+                                                                 (1, "brand_box"), (1, "flash_guard")]
+        assert {r["verdict"] for r in recs} == {"pass"}
+    # The schedule trigger follows the session's clock: base look at noon, the night look
+    # fading in over the demo's 2 s (weight 0 at the first frame) at 23:00.
+    assert [f.context.adapters for f in frames[12]] == [{TARGET: ""}] * 2
+    assert frames[23][1].context.adapters[TARGET].startswith("night@")
     assert {f: sha(DEMO / f) for f in bundle_files(DEMO)} == before
     verify_lock(DEMO)
 
@@ -120,7 +110,7 @@ def test_osc_swap_mid_render_lands_on_a_frame_boundary(tmp_path):
     from pythonosc.udp_client import SimpleUDPClient
 
     from latentscape.plugins.osc import OscTrigger
-    from latentscape.tools.pipeline_layers import build_layers
+    from latentscape.scene.assemble import build_layers
 
     sc = load_scene(DEMO)
     osc = OscTrigger()
@@ -215,7 +205,7 @@ def render_means(sc, adapter_path, cams) -> list[tuple[tuple[float, float], tupl
 
 
 def test_make_adapter_trains_a_night_look(tmp_path, capsys):
-    from latentscape.tools.make_adapter import main
+    from latentscape.tools.recipes.make_adapter import main
 
     out = tmp_path / "night.safetensors"
     assert main([str(DEMO), "--name", "night", "--look", "night", "--out", str(out), "--steps", "60",
@@ -244,7 +234,7 @@ def test_make_adapter_trains_a_night_look(tmp_path, capsys):
 
 
 def test_make_adapter_refuses_bad_input(tmp_path, capsys):
-    from latentscape.tools.make_adapter import main, train_adapter
+    from latentscape.tools.recipes.make_adapter import main, train_adapter
 
     with pytest.raises(ConfigError, match="unknown look 'neon'"):
         train_adapter(DEMO, "neon", tmp_path / "a.safetensors")

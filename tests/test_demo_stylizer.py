@@ -10,26 +10,22 @@ from latentscape.errors import SceneError
 from latentscape.frame import FrameLoop
 from latentscape.scene import load_scene, write_lock
 from latentscape.stylize import load_stylizer
-from latentscape.tools.pipeline import build_loop_parts
+from latentscape.scene.assemble import build_stylizer
 
 
 def test_demo_applies_its_student_with_the_declared_mix():
     scene = load_scene()
-    parts = build_loop_parts(scene)
-    try:
-        styl = parts["stylizer"]
-        assert styl.mix == pytest.approx(0.6)
-        cam = scene.camera_path(width=32, height=32).cameras[0]
-        plain = FrameLoop(scene).render(cam)
-        student = load_stylizer(scene.path / "stylizer")
-        x = torch.from_numpy(plain.rgb).float().div(255).permute(2, 0, 1)[None]
-        # The loop stylizes the float frame; compare on the same input for an exact check.
-        out = FrameLoop(scene, stylizer=styl).render(cam)
-        assert not np.array_equal(out.rgb, plain.rgb)
-        direct = torch.lerp(x, student(x), 0.6)
-        assert np.abs(out.rgb.astype(int) - (direct[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(int)).mean() < 3.0
-    finally:
-        parts["hooks"].close()
+    styl = build_stylizer(scene)
+    assert styl.mix == pytest.approx(0.6)
+    cam = scene.camera_path(width=32, height=32).cameras[0]
+    plain = FrameLoop(scene).render(cam)
+    student = load_stylizer(scene.path / "stylizer")
+    x = torch.from_numpy(plain.rgb).float().div(255).permute(2, 0, 1)[None]
+    # The loop stylizes the float frame; compare on the same input for an exact check.
+    out = FrameLoop(scene, stylizer=styl).render(cam)
+    assert not np.array_equal(out.rgb, plain.rgb)
+    direct = torch.lerp(x, student(x), 0.6)
+    assert np.abs(out.rgb.astype(int) - (direct[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(int)).mean() < 3.0
 
 
 def test_bad_mix_is_a_scene_error(tmp_path):
@@ -40,4 +36,4 @@ def test_bad_mix_is_a_scene_error(tmp_path):
     write_lock(scene_dir)
     scene = load_scene(scene_dir)
     with pytest.raises(SceneError, match="mix must be a number in"):
-        build_loop_parts(scene)
+        build_stylizer(scene)

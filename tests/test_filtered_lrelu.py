@@ -65,12 +65,8 @@ def test_reference_identity_case():
     torch.testing.assert_close(y, expect)
 
 
-def test_generator_with_triton_backend(interpret, monkeypatch):
-    from latentscape.texture.stylegan3 import Generator, StyleGAN3Config
-
-    torch.manual_seed(0)
-    G = Generator(StyleGAN3Config(z_dim=8, w_dim=8, img_resolution=16, channel_base=64, channel_max=4,
-                                  num_layers=4, num_critical=1)).eval()
+def test_generator_with_triton_backend(interpret, monkeypatch, tiny_generator):
+    G = tiny_generator()
     z = torch.randn(1, 8)
     with torch.no_grad():
         ref = G(z)

@@ -9,16 +9,11 @@ import pytest
 import torch
 
 from latentscape.errors import PluginError
-from latentscape.frame import FrameContext
 from latentscape.hooks import Verdict
 from latentscape.plugins.latent_box import LatentBox
 from latentscape.plugins.nsfw import NsfwGuard
 from latentscape.plugins.palette import PaletteGuard
-from latentscape.plugins_host import HostConfig, PluginHost, PluginSpec
-
-
-def ctx(i=0):
-    return FrameContext(index=i, time=i / 24, camera=None, deadline=None, scene_version="v")
+from latentscape.plugin_host import HostConfig, PluginHost, PluginSpec
 
 
 def configured(plugin, settings):
@@ -83,20 +78,20 @@ def test_latent_box_box_region_and_samples():
     torch.testing.assert_close(v.value, torch.tensor([[0.5, 2.0], [0.2, 0.2]]))
 
 
-def test_latent_box_through_host_blocks_frame():
+def test_latent_box_through_host_blocks_frame(frame_ctx):
     host = PluginHost([PluginSpec("box", obj=LatentBox(), settings={"seeds": [0], "z_dim": 8, "action": "reject"})],
                       HostConfig(slate_hold_s=0.0))
-    c = ctx()
+    c = frame_ctx()
     z = torch.full((1, 8), 9.0)
     assert torch.equal(host.check_latents(c, z), z)
     assert (host.check_frame(c, np.full((4, 4, 3), 255, np.uint8)) == 0).all()
-    c = ctx(1)
+    c = frame_ctx(1)
     zin = torch.tensor(np.random.RandomState(0).randn(1, 8), dtype=torch.float32)
     host.check_latents(c, zin)
     assert (host.check_frame(c, np.full((4, 4, 3), 255, np.uint8)) == 255).all()
 
 
-def test_latent_box_bad_replacement_fails_closed():
+def test_latent_box_bad_replacement_fails_closed(frame_ctx):
     class Shrinker:
         from latentscape.hooks import hookimpl
 
@@ -105,7 +100,7 @@ def test_latent_box_bad_replacement_fails_closed():
             return Verdict.replace(latents[:, :2])
 
     host = PluginHost([PluginSpec("s", obj=Shrinker())], HostConfig(slate_hold_s=0.0))
-    c = ctx()
+    c = frame_ctx()
     host.check_latents(c, torch.zeros(1, 8))
     assert (host.check_frame(c, np.full((4, 4, 3), 255, np.uint8)) == 0).all()
 

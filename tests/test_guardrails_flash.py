@@ -9,7 +9,7 @@ import pytest
 
 from latentscape.errors import PluginError
 from latentscape.plugins.flash import FlashGuard
-from latentscape.plugins_host import HostConfig, PluginHost, PluginSpec
+from latentscape.plugin_host import HostConfig, PluginHost, PluginSpec
 from latentscape.frame import FrameContext
 
 FPS = 24.0

@@ -9,20 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from latentscape.plugins_host import PluginHost, PluginSpec, entry_point_refs
+from latentscape.plugin_host import PluginHost, PluginSpec, entry_point_refs
 from latentscape.testing import PluginHarness, make_tiny_scene
 
 EXAMPLE = Path(__file__).parent / "example_plugin"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -48,21 +42,21 @@ def installed(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def scene(tmp_path_factory):
-    return make_tiny_scene(tmp_path_factory.mktemp("s") / "scene", adapters=("warm", "cool"))
+def scene(adapter_scene):
+    return adapter_scene
 
 
-def test_entry_points_are_discovered(installed):
+def test_entry_points_are_discovered(installed, frame_ctx):
     refs = entry_point_refs()
     assert refs["example_dim"] == "latentscape_example_plugin:DimGuard"
     host = PluginHost([PluginSpec("example_dim", settings={"max_mean": 100})])  # no module: by entry point
-    out = host.check_frame(_ctx(0), np.full((4, 4, 3), 200, np.uint8))
+    out = host.check_frame(frame_ctx(0), np.full((4, 4, 3), 200, np.uint8))
     assert int(out.mean()) == 100
     host.close()
 
 
 def test_autoload_entry_points(installed):
-    from latentscape.plugins_host import HostConfig
+    from latentscape.plugin_host import HostConfig
 
     host = PluginHost([], HostConfig(autoload_entry_points=True))
     assert {"example_dim", "example_counter"} <= {p.name for p in host.plugins}
@@ -96,9 +90,3 @@ def test_harness_feed_given_frames(scene):
         frames = [np.full((8, 8, 3), 255 if i % 2 else 0, np.uint8) for i in range(24)]
         run = h.feed(frames, fps=24)
         assert "replace" in run.verdicts_of("flash") and len(run.frames) == 24
-
-
-def _ctx(i):
-    from latentscape.frame import FrameContext
-
-    return FrameContext(index=i, time=i / 24, camera=None, deadline=None, scene_version="v")

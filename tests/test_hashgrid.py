@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from latentscape.kernels.reference.hashgrid import GridLayout, hashgrid_encode, init_params
+from latentscape.kernels.layout import GridLayout
+from latentscape.kernels.reference.hashgrid import hashgrid_encode, init_params
 
 
 def plain_encode(x: np.ndarray, params: np.ndarray, n_levels, F, log2_T, base, pls):
@@ -65,7 +66,7 @@ def test_layout_matches_facts(cfg):
 
 def test_default_layout_counts():
     # instant-ngp's paper config: L=16, F=2, T=2^19, base 16, growth to 2048.
-    from latentscape.kernels.reference.hashgrid import per_level_scale_for
+    from latentscape.kernels.layout import per_level_scale_for
 
     layout = GridLayout(16, 2, 19, 16, per_level_scale_for(16, 2048, 16))
     assert layout.resolutions[0] == 16

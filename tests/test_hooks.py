@@ -11,13 +11,8 @@ import numpy as np
 import pytest
 
 from latentscape.errors import ConfigError, PluginError
-from latentscape.frame import FrameContext
 from latentscape.hooks import HOOK_NAMES, SceneInfo, Verdict, hookimpl
-from latentscape.plugins_host import HostConfig, PluginHost, PluginSpec, make_slate, parse_plugin_config
-
-
-def ctx(i: int, fps: float = 24.0) -> FrameContext:
-    return FrameContext(index=i, time=i / fps, camera=None, deadline=None, scene_version="v1")
+from latentscape.plugin_host import HostConfig, PluginHost, PluginSpec, make_slate, parse_plugin_config
 
 
 def frame(value: int = 128, h: int = 8, w: int = 8) -> np.ndarray:
@@ -77,22 +72,22 @@ def test_hook_names_are_prefixed_and_documented():
         assert (getattr(LatentscapeSpecs, name).__doc__ or "").strip(), name
 
 
-def test_passing_guardrail_keeps_frame():
+def test_passing_guardrail_keeps_frame(frame_ctx):
     p = Passer()
     h = host(("ok", p))
     f = frame(77)
-    out = h.check_frame(ctx(0), f)
+    out = h.check_frame(frame_ctx(0), f)
     assert np.array_equal(out, f) and p.seen == 1
 
 
 @pytest.mark.parametrize("plugin", [Raiser(), WrongType("fine"), WrongType(Verdict.replace(np.zeros((4, 4, 3), np.uint8))),
                                     WrongType(Verdict.replace(np.zeros((8, 8, 3), np.float32))), WrongType(Verdict("maybe"))])
-def test_bad_guardrail_shows_slate(plugin, tmp_path):
+def test_bad_guardrail_shows_slate(plugin, tmp_path, frame_ctx):
     h = PluginHost([PluginSpec("bad", obj=plugin), PluginSpec("later", obj=Passer())],
                    HostConfig(slate="#102030", slate_hold_s=0.0), audit_log=tmp_path / "audit.jsonl")
-    out = h.check_frame(ctx(3), frame(200))
+    out = h.check_frame(frame_ctx(3, scene_version="v1"), frame(200))
     assert out.shape == (8, 8, 3) and (out == np.array([0x10, 0x20, 0x30], np.uint8)).all()
-    h.frame_end(ctx(3), out)
+    h.frame_end(frame_ctx(3, scene_version="v1"), out)
     rec = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
     assert rec[0]["plugin"] == "bad" and rec[0]["verdict"] in ("error", "bad_return") and rec[0]["frame"] == 3
     assert rec[0]["scene_version"] == "v1"
@@ -100,52 +95,52 @@ def test_bad_guardrail_shows_slate(plugin, tmp_path):
     h.close()
 
 
-def test_hanging_guardrail_times_out_to_slate_and_is_busy_next():
+def test_hanging_guardrail_times_out_to_slate_and_is_busy_next(frame_ctx):
     hang = Hanger()
     h = host(("hang", hang), budget_ms=30)
     t0 = time.perf_counter()
-    out = h.check_frame(ctx(0), frame(255))
+    out = h.check_frame(frame_ctx(0), frame(255))
     assert time.perf_counter() - t0 < 1.0
     assert (out == 0).all()
-    out = h.check_frame(ctx(1), frame(255))  # previous call still running
+    out = h.check_frame(frame_ctx(1), frame(255))  # previous call still running
     assert (out == 0).all()
     assert h.report()["hang"]["failures"] == {"timeout": 1, "busy": 1}
     hang.release.set()
     time.sleep(0.05)
     hang.release.set()
-    out = h.check_frame(ctx(2), frame(255))
+    out = h.check_frame(frame_ctx(2), frame(255))
     assert (out == 255).all()
     h.close()
 
 
-def test_inline_overrun_fails_closed():
+def test_inline_overrun_fails_closed(frame_ctx):
     class Slow:
         @hookimpl
         def latentscape_check_frame(self, frame):
             time.sleep(0.03)
 
     h = host(("slow", Slow()), isolation="inline", budget_ms=5)
-    assert (h.check_frame(ctx(0), frame(255)) == 0).all()
+    assert (h.check_frame(frame_ctx(0), frame(255)) == 0).all()
     assert h.report()["slow"]["failures"] == {"timeout": 1}
 
 
-def test_quarantine_after_repeated_failures(caplog):
+def test_quarantine_after_repeated_failures(caplog, frame_ctx):
     h = PluginHost([PluginSpec("bad", obj=Raiser())], HostConfig(quarantine_after=3, slate_hold_s=0.0))
     with caplog.at_level(logging.ERROR, logger="latentscape.plugins"):
         for i in range(5):
-            assert (h.check_frame(ctx(i), frame(255)) == 0).all()
+            assert (h.check_frame(frame_ctx(i), frame(255)) == 0).all()
     st = h.plugin("bad")
     assert st.quarantined and st.calls == 3  # no calls once quarantined, still the slate
     assert any("quarantined" in r.message and "bad" in r.message for r in caplog.records)
 
 
-def test_quarantined_guardrail_can_be_skipped():
+def test_quarantined_guardrail_can_be_skipped(frame_ctx):
     h = PluginHost([PluginSpec("bad", obj=Raiser(), on_quarantine="skip")], HostConfig(quarantine_after=2, slate_hold_s=0.0))
-    outs = [h.check_frame(ctx(i), frame(255)) for i in range(4)]
+    outs = [h.check_frame(frame_ctx(i), frame(255)) for i in range(4)]
     assert [int(o[0, 0, 0]) for o in outs] == [0, 0, 255, 255]
 
 
-def test_success_resets_consecutive_count():
+def test_success_resets_consecutive_count(frame_ctx):
     class Alternating:
         n = 0
 
@@ -157,20 +152,20 @@ def test_success_resets_consecutive_count():
 
     h = PluginHost([PluginSpec("alt", obj=Alternating())], HostConfig(quarantine_after=2, slate_hold_s=0.0))
     for i in range(10):
-        h.check_frame(ctx(i), frame())
+        h.check_frame(frame_ctx(i), frame())
     assert not h.plugin("alt").quarantined
 
 
-def test_trigger_fails_open_and_is_quarantined():
+def test_trigger_fails_open_and_is_quarantined(frame_ctx):
     h = PluginHost([PluginSpec("flaky", obj=FlakyTrigger()), PluginSpec("ok", obj=Passer())], HostConfig(quarantine_after=2))
     for i in range(3):
-        c = ctx(i)
+        c = frame_ctx(i)
         h.frame_begin(c)
         assert np.array_equal(h.check_frame(c, frame(9)), frame(9))
     assert h.plugin("flaky").quarantined and h.plugin("flaky").calls == 2
 
 
-def test_replace_chains_and_slate_stops_chain():
+def test_replace_chains_and_slate_stops_chain(frame_ctx):
     class Dim:
         @hookimpl
         def latentscape_check_frame(self, frame):
@@ -182,11 +177,11 @@ def test_replace_chains_and_slate_stops_chain():
             return Verdict.block(1.0, "no") if frame[0, 0, 0] > 60 else None
 
     h = host(("dim", Dim()), ("block", Blocker()))
-    assert (h.check_frame(ctx(0), frame(100)) == 50).all()
-    assert (h.check_frame(ctx(1), frame(200)) == 0).all()
+    assert (h.check_frame(frame_ctx(0), frame(100)) == 50).all()
+    assert (h.check_frame(frame_ctx(1), frame(200)) == 0).all()
 
 
-def test_frame_given_to_guardrail_is_read_only():
+def test_frame_given_to_guardrail_is_read_only(frame_ctx):
     class Mutator:
         @hookimpl
         def latentscape_check_frame(self, frame):
@@ -194,39 +189,39 @@ def test_frame_given_to_guardrail_is_read_only():
 
     h = host(("mut", Mutator()))
     f = frame(99)
-    out = h.check_frame(ctx(0), f)
+    out = h.check_frame(frame_ctx(0), f)
     assert (f == 99).all() and (out == 0).all()  # the write failed, so the guardrail failed closed
 
 
-def test_slate_hold_prevents_slate_flicker():
+def test_slate_hold_prevents_slate_flicker(frame_ctx):
     class EveryOther:
         @hookimpl
         def latentscape_check_frame(self, ctx, frame):
             return Verdict.block() if ctx.index % 2 == 0 else None
 
     h = PluginHost([PluginSpec("eo", obj=EveryOther())], HostConfig(slate_hold_s=1.0))
-    shown = [int(h.check_frame(ctx(i), frame(255))[0, 0, 0]) for i in range(24)]
+    shown = [int(h.check_frame(frame_ctx(i), frame(255))[0, 0, 0]) for i in range(24)]
     assert shown == [0] * 24  # never toggles at frame rate
-    assert int(h.check_frame(ctx(49), frame(255))[0, 0, 0]) == 255
+    assert int(h.check_frame(frame_ctx(49), frame(255))[0, 0, 0]) == 255
 
 
-def test_params_land_at_next_frame_begin():
+def test_params_land_at_next_frame_begin(frame_ctx):
     h = host()
-    c0 = ctx(0)
+    c0 = frame_ctx(0)
     h.frame_begin(c0)
     h.set_param("speed", 2)
     assert "speed" not in c0.params
-    c1 = ctx(1)
+    c1 = frame_ctx(1)
     h.frame_begin(c1)
     assert c1.params["speed"] == 2
 
 
-def test_audit_log_records_every_decision(tmp_path):
+def test_audit_log_records_every_decision(tmp_path, frame_ctx):
     log_path = tmp_path / "a" / "audit.jsonl"
     h = PluginHost([PluginSpec("ok", obj=Passer())], HostConfig(), audit_log=log_path,
                    scene=SceneInfo(path=None, name="s", version="v1", config={}))
     for i in range(3):
-        c = ctx(i)
+        c = frame_ctx(i)
         h.frame_end(c, h.check_frame(c, frame()))
     h.close()
     rec = [json.loads(line) for line in log_path.read_text().splitlines()]

@@ -1,22 +1,16 @@
-"""Wiring: scene.toml [guardrails] / [[plugins]] / [adapters] -> build_loop_parts -> `latentscape render --audit-log`."""
+"""Wiring: scene.toml [guardrails] / [[plugins]] / [adapters] -> Session (assemble) -> `latentscape render --audit-log`."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-import torch
 
-from latentscape.plugins_host import PluginHost
+from latentscape.plugin_host import PluginHost
 from latentscape.testing import make_tiny_scene
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def scene_with_plugins(tmp_path):
@@ -33,20 +27,17 @@ def scene_with_plugins(tmp_path):
     return path
 
 
-def test_build_loop_parts_from_scene_toml(tmp_path):
-    from latentscape.frame import FrameLoop
-    from latentscape.scene import load_scene
-    from latentscape.tools.pipeline import build_loop_parts
+def test_session_assembles_scene_toml(tmp_path):
+    from latentscape.session import Session
 
-    sc = load_scene(scene_with_plugins(tmp_path))
-    parts = build_loop_parts(sc, audit_log=tmp_path / "cli_audit.jsonl")
-    assert isinstance(parts["hooks"], PluginHost) and parts["adapters"].names() == {"nerf.color": ["warm"]}
-    assert [p.name for p in parts["hooks"].plugins] == ["flash_guard", "brand"]
-    loop = FrameLoop(sc, **parts)
-    parts["hooks"].request_adapter("nerf.color", "warm")
-    fr = loop.render(sc.camera_path().cameras[0])
-    assert fr.context.adapters["nerf.color"].startswith("warm@")
-    parts["hooks"].close()
+    with Session.open(scene_with_plugins(tmp_path), audit_log=tmp_path / "cli_audit.jsonl") as s:
+        sc = s.scene
+        assert isinstance(s.hooks, PluginHost) and s.adapters.names() == {"nerf.color": ["warm"]}
+        assert [p.name for p in s.hooks.plugins] == ["flash_guard", "brand"]
+        s.request_adapter("nerf.color", "warm")
+        fr = s.render(0)
+        assert fr.context.adapters["nerf.color"].startswith("warm@")
+    assert s.closed
     rec = [json.loads(x) for x in (tmp_path / "cli_audit.jsonl").read_text().splitlines()]
     assert {r["plugin"] for r in rec} == {"flash_guard", "brand"} and all(r["scene_version"] == sc.version for r in rec)
 
@@ -68,7 +59,8 @@ def test_render_cli_audit_log(tmp_path):
 
 def test_scene_without_plugins_passes_frames(tmp_path):
     from latentscape.scene import load_scene
-    from latentscape.tools.pipeline import build_loop_parts
+    from latentscape.scene.assemble import assemble
 
-    parts = build_loop_parts(load_scene(make_tiny_scene(tmp_path / "plain")))
-    assert "adapters" not in parts and parts["hooks"].plugins == []
+    parts = assemble(load_scene(make_tiny_scene(tmp_path / "plain")))
+    assert parts.adapters is None and parts.hooks.plugins == []
+    parts.close()

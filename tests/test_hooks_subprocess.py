@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from latentscape.errors import PluginError
-from latentscape.frame import FrameContext
-from latentscape.plugins_host import HostConfig, PluginHost, PluginSpec
+from latentscape.plugin_host import HostConfig, PluginHost, PluginSpec
 
 PLUGIN = textwrap.dedent('''
     import os, sys, time
@@ -56,13 +55,9 @@ def plugin_module(tmp_path, monkeypatch):
     return "ls_untrusted_plugin"
 
 
-def ctx(i):
-    return FrameContext(index=i, time=i / 24, camera=None, deadline=None, scene_version="v")
-
-
 # sys.exit is caught inside the worker (SystemExit is an exception there): an error, no restart.
 @pytest.mark.parametrize("mode,restarts", [("exit", 0), ("hard_exit", 2), ("abort", 2), ("segv", 2), ("loop", 2)])
-def test_subprocess_plugin_failures_show_slate_and_worker_restarts(plugin_module, mode, restarts, tmp_path):
+def test_subprocess_plugin_failures_show_slate_and_worker_restarts(plugin_module, mode, restarts, tmp_path, frame_ctx):
     audit = tmp_path / "audit.jsonl"
     h = PluginHost([PluginSpec("untrusted", module=plugin_module, isolation="subprocess", budget_ms=1500,
                                settings={"mode": mode})],
@@ -70,7 +65,7 @@ def test_subprocess_plugin_failures_show_slate_and_worker_restarts(plugin_module
     f = np.full((6, 6, 3), 200, np.uint8)
     shown = []
     for i in range(4):
-        c = ctx(i)
+        c = frame_ctx(i)
         h.frame_begin(c)
         shown.append(int(h.check_frame(c, f)[0, 0, 0]))
         h.frame_end(c, f)
@@ -84,12 +79,12 @@ def test_subprocess_plugin_failures_show_slate_and_worker_restarts(plugin_module
     assert verdicts[0] == "pass" and verdicts[1] == {"exit": "error", "loop": "timeout"}.get(mode, "crash") and verdicts[3] == "pass"
 
 
-def test_subprocess_plugin_quarantined_after_repeated_crashes(plugin_module):
+def test_subprocess_plugin_quarantined_after_repeated_crashes(plugin_module, frame_ctx):
     h = PluginHost([PluginSpec("untrusted", module=plugin_module, isolation="subprocess", budget_ms=3000,
                                settings={"mode": "always_exit"})], HostConfig(quarantine_after=2, slate_hold_s=0.0))
     f = np.full((4, 4, 3), 255, np.uint8)
     for i in range(4):
-        assert (h.check_frame(ctx(i), f) == 0).all()
+        assert (h.check_frame(frame_ctx(i), f) == 0).all()
     st = h.plugin("untrusted")
     assert st.quarantined and st.calls == 2
     h.close()

@@ -1,4 +1,4 @@
-"""tools/bench_gpu.py --dry: the whole benchmark at tiny sizes on the CPU (TRITON_INTERPRET=1),
+"""tools/benchmarks/gpu.py --dry: the whole benchmark at tiny sizes on the CPU (TRITON_INTERPRET=1),
 parity only, so the script the GPU run depends on is exercised on every CI run."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ pytest.importorskip("triton", reason="triton is not installed: the benchmark's k
 
 
 def test_dry_run_writes_parity(tmp_path):
-    from latentscape.tools.bench_gpu import main
+    from latentscape.tools.benchmarks.gpu import main
 
     out = tmp_path / "bench.json"
     assert main(["--dry", "--out", str(out)]) == 0
@@ -21,6 +21,7 @@ def test_dry_run_writes_parity(tmp_path):
     assert sec["hashgrid L16F2"]["float32"]["fwd_max_abs"] < 1e-5
     assert sec["hashgrid L8F4"]["float16"]["grad_params_max_rel"] < 1e-3
     assert sec["mlp"]["density 32-64-16"]["ieee"]["max_rel"] < 1e-4
+    assert sec["sh"]["degree 4"]["max_rel"] < 1e-5
     assert sec["raymarch"]["march"]["valid_mismatches"] == 0
     assert sec["raymarch"]["composite"]["grad_max_rel"] < 1e-3
     frames = sec["frames"]["frames"]

@@ -10,7 +10,7 @@ import torch
 triton = pytest.importorskip("triton", reason="triton is not installed: the Triton kernels cannot be tested")
 
 from latentscape.kernels.hashgrid import hashgrid_encode  # noqa: E402
-from latentscape.kernels.reference.hashgrid import GridLayout  # noqa: E402
+from latentscape.kernels.layout import GridLayout  # noqa: E402
 from latentscape.kernels.reference.hashgrid import hashgrid_encode as reference  # noqa: E402
 
 CONFIGS = {

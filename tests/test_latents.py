@@ -8,14 +8,11 @@ import torch
 
 from latentscape.errors import ConfigError
 from latentscape.texture.latents import LatentProgram, seed_to_z, slerp
-from latentscape.texture.stylegan3 import Generator, StyleGAN3Config
 
 
 @pytest.fixture(scope="module")
-def G():
-    torch.manual_seed(0)
-    G = Generator(StyleGAN3Config(z_dim=8, w_dim=8, img_resolution=16, channel_base=64, channel_max=4,
-                                  num_layers=4, num_critical=1)).eval()
+def G(tiny_generator):
+    G = tiny_generator()
     G.mapping.w_avg.normal_()
     return G
 

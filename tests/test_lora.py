@@ -15,13 +15,7 @@ from latentscape.lora import AdapterManager, load_adapter, save_adapter
 from latentscape.lora.targets import linear_modules, resolve_target
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # 8x8 frames: torch's thread pool only adds contention on a shared 2-core box.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def color_mlp(seed=0):
@@ -196,16 +190,10 @@ def test_requests_coalesce_latest_wins(tmp_path):
 
 # ---- through the frame loop
 
-def adapter_scene(tmp_path):
-    from latentscape.testing import make_tiny_scene
-
-    return make_tiny_scene(tmp_path / "scene", adapters=("warm", "cool"))
-
-
-def test_scene_adapters_swap_on_frame_boundary(tmp_path):
+def test_scene_adapters_swap_on_frame_boundary(adapter_scene):
     from latentscape.testing import PluginHarness
 
-    with PluginHarness(adapter_scene(tmp_path)) as h:
+    with PluginHarness(adapter_scene) as h:
         h.host.request_adapter("nerf.color", "warm")
         run = h.run(frames=3, before_frame=lambda i: h.host.request_adapter("nerf.color", "cool") if i == 2 else None)
         v = [x["nerf.color"] for x in run.versions]
@@ -214,10 +202,10 @@ def test_scene_adapters_swap_on_frame_boundary(tmp_path):
         assert not np.array_equal(run.frames[1], run.frames[2])
 
 
-def test_thousand_swaps_from_another_thread_never_mix_versions(tmp_path):
+def test_thousand_swaps_from_another_thread_never_mix_versions(adapter_scene):
     from latentscape.testing import PluginHarness
 
-    with PluginHarness(adapter_scene(tmp_path)) as h:
+    with PluginHarness(adapter_scene) as h:
         cam = h.scene.camera_path().cameras[3]
         refs = {}
         for mix in (None, "warm", "cool"):

@@ -24,6 +24,10 @@ from latentscape.testing import make_tiny_scene  # noqa: E402
 TOKEN = "s3cret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
+# The engine renders in its own thread: one intra-op thread keeps a 16x16 frame at ~20 ms
+# on 2 shared cores (two threads oversubscribe them: ~500 ms, and timing checks flake).
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture
 def scene(tmp_path):
@@ -123,6 +127,14 @@ def test_failed_reload_keeps_the_old_scene(client, scene):
     lock.write_bytes(good)
     r = client.post("/scene/reload", headers=AUTH)
     assert r.status_code == 200 and r.json()["scene"]["version"] == before["scene"]["version"]
+
+
+def test_scene_without_a_path_is_the_demo(client):
+    from latentscape.scene import demo_scene_path
+
+    r = client.post("/scene", json={"path": None}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    assert r.json()["scene"]["path"] == str(demo_scene_path())
 
 
 def _free_port() -> int:

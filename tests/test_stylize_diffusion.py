@@ -17,13 +17,7 @@ from latentscape.stylize import Stylizer, load_stylizer  # noqa: E402
 from latentscape.stylize.diffusion import DiffusionConfig, DiffusionStylizer  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # 2 shared CI cores: one intra-op thread avoids OpenMP oversubscription stalls on these tiny convs
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def build_tiny_pipeline(root: Path) -> Path:
@@ -78,7 +72,7 @@ def test_loads_offline_and_keeps_shape(pipe_dir):
     x = frames(2)  # 12x20 is not a multiple of the pad (4): padded and cropped back
     y = st(x)
     assert y.shape == x.shape and y.dtype == x.dtype
-    assert torch.isfinite(y).all() and y.min() >= 0 and y.max() <= 1
+    assert torch.isfinite(y).all()  # (the decoder clamps to [0, 1]: a range check could not fail)
     one = st(x[0])
     assert one.shape == x[0].shape
     assert st.name == "diffusion:pipe" and len(st.version) == 16

@@ -19,11 +19,11 @@ def test_default_student_is_slim():
 
 @pytest.mark.parametrize("shape", [(1, 3, 64, 64), (2, 3, 37, 53), (1, 3, 17, 129)])
 @pytest.mark.parametrize("padding", ["reflect", "zeros"])
-def test_forward_keeps_shape_and_range(shape, padding):
+def test_forward_keeps_shape(shape, padding):
+    # (No range check: the head is a sigmoid, so [0, 1] cannot fail.)
     net = StudentNet(StudentConfig(padding=padding))
     y = net(torch.rand(shape))
     assert y.shape == shape
-    assert y.min() >= 0 and y.max() <= 1
 
 
 def test_round_trip_and_stylizer(tmp_path):
@@ -72,8 +72,9 @@ def test_bad_config_and_garbage_files(tmp_path):
     doc = json.loads((tmp_path / "s.json").read_text())
     doc["config"]["wings"] = 2
     (tmp_path / "s.json").write_text(json.dumps(doc))
-    with pytest.raises(WeightsError, match="unknown student config fields"):
+    with pytest.raises(ConfigError, match=r"unknown keys in the student config: \['wings'\]") as err:
         load_student(tmp_path / "s")
+    assert err.value.path == tmp_path / "s.json"
     (tmp_path / "s.json").write_text("{not json")
     with pytest.raises(WeightsError, match="not valid JSON"):
         load_student(tmp_path / "s")

@@ -5,21 +5,15 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-import torch
 
 from latentscape.errors import PluginError
 from latentscape.plugins.activity import ActivityTrigger
 from latentscape.plugins.schedule import ScheduleTrigger
-from latentscape.plugins_host import PluginHost, PluginSpec
+from latentscape.plugin_host import PluginHost, PluginSpec
 from latentscape.testing import PluginHarness, make_tiny_scene
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

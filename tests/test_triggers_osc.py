@@ -7,7 +7,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("pythonosc")
 from pythonosc.osc_message_builder import OscMessageBuilder  # noqa: E402
@@ -17,12 +16,7 @@ from latentscape.plugins.osc import OscTrigger  # noqa: E402
 from latentscape.testing import PluginHarness, make_tiny_scene  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
@@ -110,7 +104,7 @@ def test_garbage_and_oversized_packets_are_counted_not_fatal(harness):
 
 def test_osc_port_in_use_is_a_config_error(harness):
     from latentscape.errors import PluginError
-    from latentscape.plugins_host import PluginHost, PluginSpec
+    from latentscape.plugin_host import PluginHost, PluginSpec
 
     _, osc, _ = harness
     with pytest.raises(PluginError, match="cannot listen"):

@@ -24,6 +24,8 @@ pytest.importorskip("pyglet")
 from latentscape.testing import make_tiny_scene  # noqa: E402
 from latentscape.viewer import CameraRig, ViewerCore  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture
 def scene(tmp_path):

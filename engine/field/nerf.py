@@ -49,16 +49,14 @@ class FieldConfig:
     """Axis-aligned box (min xyz, max xyz) in normalised scene units that the grid covers."""
 
     @classmethod
-    def from_dict(cls, data: dict, *, source: str = "field config") -> "FieldConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ConfigError(f"unknown keys in {source}: {sorted(unknown)}", hint=f"known keys: {sorted(known)}")
+    def from_dict(cls, data: dict, *, source: str = "field config", path=None) -> "FieldConfig":
+        from latentscape.config import config_from_dict
+
+        cfg = config_from_dict(cls, data, where=source, path=path)
         try:
-            cfg = cls(**data)
             cfg.validate()
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"invalid {source}: {err}") from None
+        except ValueError as err:
+            raise ConfigError(f"invalid {source}: {err}", path=path) from None
         return cfg
 
     def to_dict(self) -> dict:

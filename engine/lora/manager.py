@@ -232,6 +232,7 @@ def build_adapters(scene) -> AdapterManager | None:
         alpha = 8.0                           # optional (peft files keep alpha elsewhere)
     """
     from latentscape.errors import ConfigError
+    from latentscape.config import check_keys
     from latentscape.lora.targets import resolve_target
 
     sec = scene.config.get("adapters")
@@ -243,10 +244,9 @@ def build_adapters(scene) -> AdapterManager | None:
     mgr = AdapterManager()
     entries = {k: v for k, v in sec.items() if isinstance(v, dict) and k != "initial"}
     for name, e in entries.items():
-        unknown = set(e) - {"file", "target", "alpha"}
-        if unknown or "file" not in e or "target" not in e:
-            raise ConfigError(f"[adapters.{name}] needs `file` and `target` (and optionally `alpha`)", path=toml,
-                              hint=f"unknown keys: {sorted(unknown)}" if unknown else None)
+        check_keys(e, ("file", "target", "alpha"), where=f"[adapters.{name}]", path=toml)
+        if "file" not in e or "target" not in e:
+            raise ConfigError(f"[adapters.{name}] needs `file` and `target` (and optionally `alpha`)", path=toml)
         target = e["target"]
         if target not in mgr._targets:
             mgr.add_target(target, resolve_target(target, scene))

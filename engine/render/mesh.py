@@ -38,7 +38,7 @@ Pieces, lowest first:
 
 Why a rasterizer, measured at the demo size (256x256, a 5120-triangle icosphere covering
 a third of the frame, one CPU thread of this team's 2-core machine, 2026-11-26,
-``nice python -m latentscape.tools.bench_layers``): rasterizing 24 ms (tile 8; 22 ms
+``nice python -m latentscape.tools.benchmarks.layers``): rasterizing 24 ms (tile 8; 22 ms
 at tile 4, 55 ms at tile 16), the whole layer with texturing and compositing 27 ms;
 trimesh's ray caster (rtree, no embree) 55 s for the same frame, with identical
 coverage and depths within 1.6e-5. Tile 8 is the default: as fast as 4 on small
@@ -231,7 +231,7 @@ def rasterize(vertices: torch.Tensor, faces: torch.Tensor, cam: Camera, *, tile:
 
     vertices: [V, 3] float; faces: [F, 3] int64. ``tile``: pixels per side of a screen
     tile; triangles are binned to the tiles their bounding box overlaps and every
-    pixel of a tile is tested (measured: tile 8 vs 16 in tools/bench_layers.py).
+    pixel of a tile is tested (measured: tile 8 vs 16 in tools/benchmarks/layers.py).
     ``budget``: (pair, pixel) tests per chunk, which bounds memory (about 40 bytes
     each). Runs wherever ``vertices`` lives.
     """

@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 import tomli_w
 
+from latentscape.config import check_keys, config_from_dict
 from latentscape.errors import ConfigError, SceneError, WeightsError
 from latentscape.field.nerf import FieldConfig, NerfField
 from latentscape.render.camera_path import CameraPath, load_camera_path, orbit_path
@@ -39,6 +40,8 @@ from latentscape.render.renderer import RenderConfig
 from latentscape.scene.lock import verify_lock, write_lock
 
 SCENE_FORMAT = 1
+_OCCUPANCY_KEYS = ("resolution", "levels", "threshold", "decay")
+"""``[field.occupancy]``: the keyword arguments of :class:`OccupancyGrid` besides the box."""
 
 
 def demo_scene_path() -> Path:
@@ -96,17 +99,6 @@ def _section(cfg: dict, name: str, path: Path) -> dict:
     return value
 
 
-def _dataclass_from(cls, data: dict, what: str, path: Path):
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(data) - known
-    if unknown:
-        raise SceneError(f"unknown keys in {what}: {sorted(unknown)}", path=path, hint=f"known keys: {sorted(known)}")
-    try:
-        return cls(**data)
-    except TypeError as err:
-        raise SceneError(f"invalid {what}: {err}", path=path) from None
-
-
 def load_scene(path: str | Path | None = None, *, device: str | torch.device = "cpu", backend: str | None = None,
                verify: bool = True) -> Scene:
     """Read a scene bundle, verify its lock, and build its field on ``device``.
@@ -130,16 +122,18 @@ def load_scene(path: str | Path | None = None, *, device: str | torch.device = "
         raise SceneError(f"scene format {scene_sec['format']} is newer than this latentscape understands ({SCENE_FORMAT})",
                          path=toml_path, hint="upgrade latentscape")
     field_sec = _section(cfg, "field", toml_path)
-    try:
-        fcfg = FieldConfig.from_dict(field_sec.get("config", {}), source="[field.config]")
-    except ConfigError as err:
-        raise SceneError(err.message, path=toml_path, hint=err.hint) from None
+    fcfg = FieldConfig.from_dict(field_sec.get("config", {}), source="[field.config]", path=toml_path)
     from latentscape.kernels.backend import resolve_backend, select_ops
 
     dev = torch.device(device)
     chosen = resolve_backend(backend or field_sec.get("backend"), dev)
     fld = NerfField(fcfg, ops=select_ops(chosen, dev))
-    grid = OccupancyGrid(fcfg.aabb, **_section(field_sec, "occupancy", toml_path))
+    occupancy = _section(field_sec, "occupancy", toml_path)
+    check_keys(occupancy, _OCCUPANCY_KEYS, where="[field.occupancy]", path=toml_path)
+    try:
+        grid = OccupancyGrid(fcfg.aabb, **occupancy)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"invalid [field.occupancy]: {err}", path=toml_path) from None
     weights = root / field_sec.get("weights", "field.safetensors")
     _load_field_weights(weights, fld, grid)
     norm = _section(field_sec, "normalization", toml_path)
@@ -150,7 +144,7 @@ def load_scene(path: str | Path | None = None, *, device: str | torch.device = "
     width = int(render_sec.pop("width", 256))
     height = int(render_sec.pop("height", 256))
     fps = float(render_sec.pop("fps", 24.0))
-    rcfg = _dataclass_from(RenderConfig, render_sec, "[render]", toml_path)
+    rcfg = config_from_dict(RenderConfig, render_sec, where="[render]", path=toml_path)
     cams = _section(cfg, "cameras", toml_path)
     paths = {name: root / rel for name, rel in _section(cams, "paths", toml_path).items()}
     up = scene_sec.get("up", [0.0, 0.0, 1.0])

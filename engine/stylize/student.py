@@ -7,8 +7,8 @@ output is RGB in ``[0, 1]``. No normalisation layers: instance norm makes each
 frame depend on global statistics (flicker) and costs a reduction per layer.
 
 Weights live in ``<stem>.safetensors`` beside ``<stem>.json`` (the config plus
-metadata). :func:`load_student` checks both and raises :class:`WeightsError` naming
-the file.
+metadata). :func:`load_student` checks both and raises :class:`WeightsError` (or
+:class:`ConfigError` for a bad config) naming the file.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from latentscape.config import config_from_dict
 from latentscape.errors import ConfigError, WeightsError
 from latentscape.stylize.base import as_batch, pad_to_multiple
 
@@ -34,7 +35,7 @@ class StudentConfig:
 
     Defaults: 49,795 parameters; 256x256 at 58 frames/s on 2 CPU threads (teacher
     multistyle26.onnx: 30), 512x512 at 15; on an H200, 1,643 (256) and 1,445 (512)
-    frames/s fp32 at batch 1. Measured with ``python tools/bench_stylize.py --threads 2``
+    frames/s fp32 at batch 1. Measured with ``python tools/benchmarks/stylize.py --threads 2``
     on the H200 machine's CPU/GPU (2026-11-26); fp16 is not faster at batch 1 (launch-bound).
     """
 
@@ -68,15 +69,11 @@ class StudentConfig:
 
     @classmethod
     def from_dict(cls, data: dict, *, path: str | Path | None = None) -> "StudentConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise WeightsError(f"unknown student config fields {sorted(unknown)}", path=path,
-                               hint=f"known fields: {sorted(names)}")
+        cfg = config_from_dict(cls, data, where="the student config", path=path)
         try:
-            return cls(**data).validate()
-        except (TypeError, ConfigError) as err:
-            raise WeightsError(f"bad student config: {err}", path=path) from None
+            return cfg.validate()
+        except ConfigError as err:
+            raise ConfigError(f"bad student config: {err.message}", path=path, hint=err.hint) from None
 
 
 def _conv(cin: int, cout: int, k: int, stride: int, padding: str) -> nn.Conv2d:
@@ -149,7 +146,8 @@ def save_student(net: StudentNet, path: str | Path, *, metadata: dict | None = N
 
 
 def load_student(path: str | Path, *, device: str | torch.device = "cpu") -> StudentNet:
-    """Read a student written by :func:`save_student`; every problem is a :class:`WeightsError`."""
+    """Read a student written by :func:`save_student`; a bad config is a :class:`ConfigError`,
+    every other problem a :class:`WeightsError`."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 

@@ -28,6 +28,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from latentscape.config import check_keys
 from latentscape.errors import ConfigError
 
 __all__ = ["LatentProgram", "slerp", "seed_to_z"]
@@ -92,9 +93,8 @@ class LatentProgram:
         kind = data.get("kind")
         if kind not in _KINDS:
             raise _err(f"kind must be one of {', '.join(_KINDS)}, got {kind!r}")
-        unknown = sorted(set(data) - _FIELDS[kind])
-        if unknown:
-            raise _err(f"unknown fields for kind {kind!r}: {unknown}")
+        check_keys(data, _FIELDS[kind], where=f"the latent program (kind {kind!r})",
+                   hint="see latentscape.texture.latents for the fields")
         psi = _num(data.get("psi", 1.0), "psi")
         cutoff = data.get("truncation_cutoff")
         if cutoff is not None and (isinstance(cutoff, bool) or not isinstance(cutoff, int) or cutoff < 0):

@@ -136,12 +136,10 @@ class StyleGAN3Config:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "StyleGAN3Config":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"StyleGAN3 config: unknown fields {unknown}")
-        return cls(**data).validate()
+    def from_dict(cls, data: dict[str, Any], *, path: str | Path | None = None) -> "StyleGAN3Config":
+        from latentscape.config import config_from_dict
+
+        return config_from_dict(cls, data, where="the StyleGAN3 config", path=path).validate()
 
 
 # --------------------------------------------------------------------------- layers
@@ -432,9 +430,11 @@ def load_config(gen_dir: str | Path) -> StyleGAN3Config:
     if meta.get("version") != _FORMAT_VERSION:
         raise WeightsError(f"unsupported generator format version {meta.get('version')!r}", path=path)
     try:
-        return StyleGAN3Config.from_dict(meta["config"])
-    except (ConfigError, TypeError) as err:
-        raise WeightsError(f"bad generator config: {err}", path=path) from None
+        return StyleGAN3Config.from_dict(meta["config"], path=path)
+    except ConfigError as err:
+        if err.path is not None:
+            raise
+        raise ConfigError(f"bad generator config: {err.message}", path=path, hint=err.hint) from None
 
 
 def load_generator(gen_dir: str | Path, device: str | torch.device = "cpu") -> Generator:

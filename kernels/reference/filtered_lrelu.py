@@ -1,5 +1,9 @@
 """Pure-torch filtered leaky ReLU: the reference that defines what the fast paths compute.
 
+The torch twin of :func:`latentscape.kernels.filtered_lrelu.filtered_lrelu_triton`
+(its pointwise ``_filtered_lrelu_fwd_kernel`` / ``_bwd_kernel``); ``tests/test_filtered_lrelu.py``
+checks that the two agree.
+
 The op is the activation of an alias-free (StyleGAN3) synthesis layer. Per channel:
 
 1. add the bias ``b`` (before anything else, so zero padding stays zero);

@@ -2,6 +2,9 @@
 
 The network is tiny-cuda-nn's FullyFusedMLP shape (and :func:`latentscape.field.nerf.make_mlp`'s):
 ``h = x; h = relu(h @ W_i^T)`` for every layer but the last, which is linear.
+
+The torch twin of the Triton kernel :func:`latentscape.kernels.mlp.fused_mlp`
+(``_fused_mlp_fwd_kernel``); ``tests/test_kernels_mlp.py`` checks that the two agree.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 The basis and its order are the standard real SH used by tiny-cuda-nn's
 ``SphericalHarmonics`` encoding, so a colour MLP trained here reads the same inputs
 there (tiny-cuda-nn maps its [0, 1] inputs to [-1, 1] first; we take unit vectors).
+
+The torch twin of the Triton kernel :func:`latentscape.kernels.sh.sh_encode`
+(``_sh_fwd_kernel``); ``tests/test_kernels_sh.py`` checks that the two agree.
 """
 
 from __future__ import annotations

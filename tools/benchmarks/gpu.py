@@ -3,8 +3,8 @@ torch reference and its memory-bandwidth floor, and whole frames per backend.
 
 Usage::
 
-    python -m latentscape.tools.bench_gpu [--scene DIR] [--out FILE] [--budget SECONDS]
-    python -m latentscape.tools.bench_gpu --dry [--out FILE]      # CPU, TRITON_INTERPRET=1, tiny, parity only
+    python -m latentscape.tools.benchmarks.gpu [--scene DIR] [--out FILE] [--budget SECONDS]
+    python -m latentscape.tools.benchmarks.gpu --dry [--out FILE]      # CPU, TRITON_INTERPRET=1, tiny, parity only
 
 On CUDA, in one call (a few minutes, ``--budget`` bounds it): parity at full size
 (N = 2^20 points; hash grids L=16 F=2 T=2^19 and L=8 F=4 T=2^19) for each kernel vs
@@ -19,7 +19,7 @@ error and the others still run.
 Memory floors are lower bounds on traffic, not predictions: hash grid forward reads
 the points and the whole table once and writes the features; backward reads the
 points and output gradients and zeroes + read-modify-writes the float32 gradient
-table; MLP reads inputs and writes outputs; the marcher reads rays and writes ``t``
+table; MLP and SH read inputs and write outputs; the marcher reads rays and writes ``t``
 (4 B) and ``valid`` (1 B) per sample; the compositor reads ``sigma``, ``rgb``, ``t``
 per sample and writes 24 B per ray (backward: reads those and writes their gradients).
 """
@@ -146,7 +146,7 @@ def hashgrid_section(b: Bench, name: str, levels: int, F: int, log2_t: int, n: i
     import torch
 
     from latentscape.kernels.hashgrid import hashgrid_encode as tri
-    from latentscape.kernels.reference.hashgrid import GridLayout, per_level_scale_for
+    from latentscape.kernels.layout import GridLayout, per_level_scale_for
     from latentscape.kernels.reference.hashgrid import hashgrid_encode as ref
 
     base = 16
@@ -223,6 +223,26 @@ def mlp_section(b: Bench, n: int) -> dict:
             b.row("mlp", f"{name} {precision}", torch_ms, ms, floor, f"rel {rel:.1e}" + ("" if rel < lim else " MISMATCH"))
         res["floor_ms"] = floor
         out[name] = res
+    return out
+
+
+def sh_section(b: Bench, n: int) -> dict:
+    import torch
+
+    from latentscape.kernels.reference.sh import sh_encode as sh_reference
+    from latentscape.kernels.sh import sh_encode
+
+    g = torch.Generator(device=b.device).manual_seed(2)
+    d = torch.nn.functional.normalize(torch.randn(n, 3, device=b.device, generator=g), dim=-1)
+    out: dict = {"n": n}
+    for degree in (3, 4):
+        want = sh_reference(d, degree)
+        rel = _max_rel(sh_encode(d, degree), want)
+        floor = _floor_ms(b, 4 * n * (3 + degree * degree))  # read 3 floats, write degree^2 per direction
+        torch_ms = b.time_ms(lambda: sh_reference(d, degree))
+        ms = b.time_ms(lambda: sh_encode(d, degree))
+        out[f"degree {degree}"] = {"max_rel": rel, "ms": ms, "torch_ms": torch_ms, "floor_ms": floor}
+        b.row("sh", f"degree {degree}", torch_ms, ms, floor, f"rel {rel:.1e}" + ("" if rel < 1e-5 else " MISMATCH"))
     return out
 
 
@@ -421,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     b.section("hashgrid L16F2", hashgrid_section, b, f"L{levels16}F2", levels16, 2, log2_t, n)
     b.section("hashgrid L8F4", hashgrid_section, b, f"L{levels8}F4", levels8, 4, log2_t, n)
     b.section("mlp", mlp_section, b, n)
+    b.section("sh", sh_section, b, n)
     rays = (1 << 17) if not args.dry else 200
     b.section("raymarch", raymarch_section, b, rays, 32 if not args.dry else 8)
     sizes = [(1920, 1080), (1280, 720)] if not args.dry else [(24, 16)]

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m latentscape.tools.demo_layer SCENE [--mesh auto|box|screen|sphere|FILE] [--name gan]
+    python -m latentscape.tools.recipes.demo_layer SCENE [--mesh auto|box|screen|sphere|FILE] [--name gan]
         [--offset 0.32] [--size 0.16] [--resolution 64] [--seed 0] [--period 8] [--force]
 
 What it writes into SCENE (all covered by scene.lock, which it rewrites):

@@ -1,6 +1,6 @@
 """Benchmark: StyleGAN3 synthesis images/s at 256x256 and 512x512 (small config).
 
-Usage: ``nice python -m latentscape.tools.bench_generator [--device cpu|cuda] [--impls torch,triton] [--full]``.
+Usage: ``nice python -m latentscape.tools.benchmarks.generator [--device cpu|cuda] [--impls torch,triton] [--full]``.
 Random weights; mapping + synthesis, fp32, batch 1, no grad; the first call is a warm-up.
 """
 

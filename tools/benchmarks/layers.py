@@ -1,15 +1,15 @@
 """Benchmark: mesh layer rasterization + texturing + compositing per frame, and the
 trimesh ray caster it was chosen over, at the demo size (256x256).
 
-Usage: ``nice python -m latentscape.tools.bench_layers [--device cpu|cuda] [--threads 1] [--size 256]
+Usage: ``nice python -m latentscape.tools.benchmarks.layers [--device cpu|cuda] [--threads 1] [--size 256]
 [--no-raycast]``. Meshes: an icosphere of 5120 triangles (radius 0.8, filling about a
 third of the frame) and, when Debian's assimp-testmodels is installed, the real
 ``spider.obj`` (1368 triangles, its own UVs). Median of ``--iters`` runs after a
-warm-up. Generator images/s: ``tools/bench_generator.py``.
+warm-up. Generator images/s: ``tools/benchmarks/generator.py``.
 
 Measured 2026-11-26 on this team's CPU machine (2 shared cores, another job training on
 the other; torch 2.13 CPU; ``--threads 1``), 256x256, median of 7:
-``nice python -m latentscape.tools.bench_layers``
+``nice python -m latentscape.tools.benchmarks.layers``
 
 =====================  ==========  ==========  ==========  =======  ================  ===================
 mesh                   tile 4      tile 8      tile 16     texture  layer+composite   trimesh ray casting

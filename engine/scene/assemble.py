@@ -1,7 +1,12 @@
-"""Builds a scene's GAN texture stages and mesh layers from ``scene.toml``.
+"""Scene assembly: ``scene.toml`` -> the parts of a frame loop (plugin host, adapters,
+GAN texture stages, mesh layers, stylizer).
 
-Sections (every path is relative to the bundle and must stay inside it, so
-``scene.lock`` covers it: the lock hashes every file of the bundle)::
+Each part's section is read here, by its own function; a scene without the section
+simply has no such part. :func:`assemble` builds them all (``latentscape.session``
+calls it); :func:`build_layers` builds only the texture stages and mesh layers.
+
+Generators and layers (every path is relative to the bundle and must stay inside it,
+so ``scene.lock`` covers it: the lock hashes every file of the bundle)::
 
     [generators.marble]                      # one table per generator, any name
     path = "generators/marble"               # folder: generator.safetensors + generator.json
@@ -28,13 +33,17 @@ generators some layer uses are loaded and run. Errors name scene.toml and the fi
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
+import torch
+
+from latentscape.config import check_keys
 from latentscape.errors import LatentscapeError, SceneError
 from latentscape.scene.bundle import Scene
 
-__all__ = ["build_layers"]
+__all__ = ["LoopParts", "assemble", "build_layers", "build_stylizer"]
 
 _GENERATOR_KEYS = {"path", "program", "description", "rate"}
 _LAYER_KEYS = {"name", "mesh", "transform", "texture", "uv", "method"}
@@ -92,9 +101,7 @@ def build_layers(scene: Scene, *, hooks: Any = None) -> dict[str, list]:
         where = f"[generators.{name}]"
         if not isinstance(g, dict):
             raise SceneError(f"{where} must be a table", path=toml)
-        unknown = sorted(set(g) - _GENERATOR_KEYS)
-        if unknown:
-            raise SceneError(f"unknown keys in {where}: {unknown}", path=toml, hint=f"known: {sorted(_GENERATOR_KEYS)}")
+        check_keys(g, _GENERATOR_KEYS, where=where, path=toml)
         if "path" not in g or "program" not in g:
             raise SceneError(f"{where} needs path (generator folder) and program (latent program)", path=toml)
         folder = _inside(scene, g["path"], f"{where} path")
@@ -113,9 +120,7 @@ def build_layers(scene: Scene, *, hooks: Any = None) -> dict[str, list]:
     for i, lc in enumerate(layers_cfg):
         name = lc.get("name", f"layer{i}")
         where = f"[[layers]] #{i} ({name})"
-        unknown = sorted(set(lc) - _LAYER_KEYS)
-        if unknown:
-            raise SceneError(f"unknown keys in {where}: {unknown}", path=toml, hint=f"known: {sorted(_LAYER_KEYS)}")
+        check_keys(lc, _LAYER_KEYS, where=where, path=toml)
         if "mesh" not in lc or "texture" not in lc:
             raise SceneError(f"{where} needs mesh and texture", path=toml)
         tex_ref = lc["texture"]
@@ -141,3 +146,100 @@ def build_layers(scene: Scene, *, hooks: Any = None) -> dict[str, list]:
         except LatentscapeError as err:
             raise _rethrow(err, where, toml) from None
     return {"stages": list(stages.values()), "layers": layers}
+
+
+# --------------------------------------------------------------------------- the whole loop
+
+@dataclass
+class LoopParts:
+    """What :class:`latentscape.frame.FrameLoop` is built from, for one scene.
+
+    ``hooks``: the plugin host for ``[guardrails]`` and ``[[plugins]]`` (always present:
+    with no plugins it passes frames through); ``adapters``: the ``[adapters]`` manager
+    or None; ``stages``/``layers``: ``[generators]`` and ``[[layers]]``; ``stylizer``:
+    ``[stylizer]`` or None. :meth:`close` stops the host's plugins.
+    """
+
+    hooks: Any
+    adapters: Any = None
+    stages: list = field(default_factory=list)
+    layers: list = field(default_factory=list)
+    stylizer: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    def loop_kwargs(self) -> dict[str, Any]:
+        return {"hooks": self.hooks, "adapters": self.adapters, "stages": self.stages, "layers": self.layers,
+                "stylizer": self.stylizer}
+
+    def close(self) -> None:
+        self.hooks.close()
+
+
+def assemble(scene: Scene, *, stylize: bool = True, stylizer: str | Path | None = None,
+             scene_plugins: bool = True, plugins: Iterable[Any] = (), audit_log: str | Path | None = None,
+             host_clock: Callable[[], float] | None = None, verdict_listeners: Iterable[Callable] = ()) -> LoopParts:
+    """Build every part of ``scene``'s frame loop.
+
+    ``stylize=False`` leaves the stylizer out; ``stylizer`` (a student or diffusers
+    folder) replaces ``[stylizer]``. ``scene_plugins=False`` leaves the scene's
+    ``[[plugins]]`` out (its ``[guardrails]`` settings still apply); ``plugins`` adds
+    :class:`latentscape.plugin_host.PluginSpec` s. ``audit_log`` overrides
+    ``[guardrails] audit_log``; ``host_clock`` stamps input events (default
+    ``time.monotonic``); ``verdict_listeners`` are added to the host
+    (:meth:`PluginHost.add_verdict_listener`). If a part fails to build, the plugins
+    already started are stopped before the error propagates.
+    """
+    from latentscape.lora.manager import build_adapters
+    from latentscape.plugin_host import PluginHost
+
+    adapters = build_adapters(scene)
+    kw = {"clock": host_clock} if host_clock is not None else {}
+    hooks = PluginHost.from_scene(scene, adapters=adapters, audit_log=audit_log, extra=plugins,
+                                  scene_plugins=scene_plugins, **kw)
+    try:
+        for listener in verdict_listeners:
+            hooks.add_verdict_listener(listener)
+        built = build_layers(scene, hooks=hooks)
+        styl = build_stylizer(scene, stylizer) if stylize else None
+    except BaseException:
+        hooks.close()  # no plugin threads or servers outlive a scene that failed to build
+        raise
+    return LoopParts(hooks=hooks, adapters=adapters, stages=built["stages"], layers=built["layers"], stylizer=styl)
+
+
+def build_stylizer(scene: Scene, override: str | Path | None = None):
+    """``[stylizer] path = "stylizer"`` (inside the bundle) plus diffusion options; None
+    when the scene has none or it is disabled. ``override``: a student or diffusers folder."""
+    from latentscape.errors import SceneError
+    from latentscape.stylize import load_stylizer
+
+    if override is not None:
+        return load_stylizer(override, device=scene.device)
+    sec = scene.config.get("stylizer")
+    if not sec:
+        return None
+    if not isinstance(sec, dict) or not isinstance(sec.get("path"), str):
+        raise SceneError("[stylizer] needs path = \"<folder inside the bundle>\"", path=scene.path / "scene.toml")
+    if not sec.get("enabled", True):
+        return None
+    target = (scene.path / sec["path"]).resolve()
+    if scene.path.resolve() not in target.parents:
+        raise SceneError(f"[stylizer] path {sec['path']!r} leaves the bundle", path=scene.path / "scene.toml",
+                         hint="keep the stylizer inside the scene folder so scene.lock covers it")
+    mix = sec.get("mix", 1.0)
+    if isinstance(mix, bool) or not isinstance(mix, (int, float)) or not 0.0 <= mix <= 1.0:
+        raise SceneError(f"[stylizer] mix must be a number in [0, 1], got {mix!r}", path=scene.path / "scene.toml")
+    options = {k: v for k, v in sec.items() if k not in ("path", "enabled", "mix")}
+    styl = load_stylizer(target, device=scene.device, **options)
+    return styl if mix == 1.0 else _Mixed(styl, float(mix))
+
+
+class _Mixed:
+    """``(1 - mix) * frame + mix * stylizer(frame)``: keeps the scene legible under a strong style."""
+
+    def __init__(self, stylizer, mix: float):
+        self.stylizer, self.mix = stylizer, mix
+        self.name = f"{getattr(stylizer, 'name', 'stylizer')}*{mix:g}"
+        self.version = getattr(stylizer, "version", "")
+
+    def __call__(self, frame):
+        return torch.lerp(frame, self.stylizer(frame), self.mix)

@@ -1,6 +1,6 @@
 """Delivery benchmarks: viewer frame rate, stream latency, memory under a slow consumer.
 
-    python -m latentscape.tools.bench_delivery [--soak-s 60] [--size 256] [--json out.json]
+    python -m latentscape.tools.benchmarks.delivery [--soak-s 60] [--size 256] [--json out.json]
 
 1. viewer: the viewer's headless core on the demo scene at SIZE x SIZE, at full
    resolution, then holding ``--target-fps`` with dynamic resolution (the window adds
@@ -92,7 +92,7 @@ def bench_latency(tmp: Path, size: int = 128, fps: float = 24.0, seconds: float 
     try:
         import sys
 
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
         from test_streams import Nginx, _nginx_skip_reason  # the same nginx-rtmp the tests start
 
         if _nginx_skip_reason() is None:
