@@ -19,7 +19,7 @@ from latentscape.kernels.reference.hashgrid import hashgrid_encode  # noqa: E402
 from latentscape.render.camera_path import orbit_path  # noqa: E402
 from latentscape.render.occupancy import OccupancyGrid  # noqa: E402
 from latentscape.render.renderer import RenderConfig, render_camera  # noqa: E402
-from latentscape.tools.synthetic import make_sphere_dataset  # noqa: E402
+from latentscape.tools.recipes.synthetic import make_sphere_dataset  # noqa: E402
 from latentscape.training import TrainConfig, carve_grid, evaluate, train  # noqa: E402
 
 REFERENCE_PACKED = Ops("torch-packed", hashgrid_encode, None, ref_raymarch.march_segment,
