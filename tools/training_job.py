@@ -90,7 +90,7 @@ def run_training(*, data: Path, out: Path, steps, max_seconds, rays, levels, fea
         "aabb": [-ext, -ext, -ext, ext, ext, ext],
     }, source="training flags")
     tp = prof.train
-    rcfg = RenderConfig(steps_per_diagonal=pick(steps_per_diagonal, prof.render, "steps_per_diagonal"))
+    rcfg = RenderConfig(**{**prof.render, "steps_per_diagonal": pick(steps_per_diagonal, prof.render, "steps_per_diagonal")})
     from latentscape.kernels.backend import resolve_backend, select_ops
 
     chosen = resolve_backend(backend, torch.device(device))

@@ -28,6 +28,6 @@ def register(app: typer.Typer) -> None:
         frames = ds.split(split)
         if not frames:
             raise DatasetError(f"no frames in split {split!r}", path=ds.root / "transforms.json")
-        res = evaluate(sc.field, sc.grid, sc.render_config, frames, sc.center, sc.scale, sc.background)
+        res = evaluate(sc.field, sc.grid, sc.render_config, frames, sc.center, sc.scale, sc.background, progress=True)
         typer.echo(f"{sc.name}: PSNR {res['psnr']:.2f} dB over {res['views']} {split} views "
                    f"({frames[0].camera.width}x{frames[0].camera.height}, background {list(sc.background)})")
