@@ -152,8 +152,9 @@ def test_cpu_training_quality_at_fixed_steps_and_samples_fall(sphere):
                        ops=select_ops("cpu", "cpu"))
         spr[carve] = [h["samples_per_ray"] for h in result.history]
     after = evaluate(result.field, result.grid, result.render, sphere.split("test"), result.center, result.scale)
-    # Measured 2026-12-01 on the 2-core CPU, 150 steps: 19.8 dB (carving), samples per ray
-    # 40.8 over the first 5 steps -> 35.1 over the last 20 (58.3 -> 52.8 without carving).
+    # Measured 2026-12-01 on the 2-core CPU, 150 steps: 19.4 dB (carving) and 19.4 dB (none);
+    # samples per ray 40.1 over the first 5 steps -> ~5 over the last 20 with carving, 57.5 -> ~5.5
+    # without: the occupancy warm-up takes each refresh as it is, so empty space shows by step ~50.
     assert after["psnr"] > 18.0, after
 
     def first(v):
@@ -163,8 +164,8 @@ def test_cpu_training_quality_at_fixed_steps_and_samples_fall(sphere):
         return sum(v[-20:]) / 20
 
     assert first(spr[True]) < 0.8 * first(spr[False])  # carving saves samples from the first step
-    assert last(spr[True]) < 0.92 * first(spr[True])  # and the occupancy grid keeps cutting them
-    assert last(spr[False]) < 0.95 * first(spr[False])
+    assert last(spr[True]) < 0.3 * first(spr[True])  # and the occupancy grid cuts the rest
+    assert last(spr[False]) < 0.3 * first(spr[False])
 
 
 def test_train_command_honours_max_seconds(tmp_path):

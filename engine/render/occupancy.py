@@ -75,9 +75,16 @@ class OccupancyGrid(nn.Module):
         values = torch.empty(cells.numel(), device=dev)
         for i in range(0, cells.numel(), chunk):
             values[i:i + chunk] = density_fn(self.cell_points(cells[i:i + chunk]))
-        decayed = self.density * self.decay
-        decayed.scatter_reduce_(0, cells, values, reduce="amax", include_self=True)
-        self.density.copy_(decayed)
+        if step < warmup_steps:
+            # Every allowed cell was just evaluated: take the new values as they are. The
+            # decayed max (below) exists for partial refreshes; during warm-up it would pin
+            # each cell to its untrained density for ~log(thr)/log(decay) updates (hundreds
+            # of steps), so a CPU budget of a few hundred steps would never see empty space.
+            self.density.index_copy_(0, cells, values)
+        else:
+            decayed = self.density * self.decay
+            decayed.scatter_reduce_(0, cells, values, reduce="amax", include_self=True)
+            self.density.copy_(decayed)
         # Keep cells whose density is above the threshold or above the mean (instant-ngp).
         thresh = min(self.threshold / step_size, self.density[candidates].mean().item() if n else 0.0)
         self.bitfield.copy_(((self.density > thresh) & self.allowed).reshape(self.bitfield.shape))
