@@ -92,6 +92,51 @@ def bench_demo(out: Path, frames: int) -> dict:
     return {"frames": frames, "command_seconds": round(wall, 1)}
 
 
+def bench_kernels(points: int = 1 << 16) -> dict:
+    """The CPU kernels against their torch references, side by side (ratios; same process)."""
+    import dataclasses
+
+    import torch
+
+    from latentscape.kernels.backend import select_ops
+    from latentscape.kernels.cpu.hashgrid import hashgrid_encode as cpu_encode
+    from latentscape.kernels.reference.hashgrid import GridLayout, hashgrid_encode, per_level_scale_for
+    from latentscape.render.renderer import render_camera
+    from latentscape.scene import load_scene
+
+    def timed(fn, reps=3):
+        fn()
+        start = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        return (time.perf_counter() - start) / reps
+
+    out = {}
+    g = torch.Generator().manual_seed(0)
+    # Points along rays (coherent, as the renderer produces them), demo grid layout (L16 F2 2^16).
+    layout = GridLayout(16, 2, 16, 16, per_level_scale_for(16, 512, 16))
+    params = (torch.rand(layout.n_params, generator=g) * 2 - 1).requires_grad_()
+    o = torch.rand(points // 32, 1, 3, generator=g) * 0.6 + 0.2
+    d = torch.nn.functional.normalize(torch.randn(points // 32, 1, 3, generator=g), dim=-1)
+    x = (o + torch.linspace(0, 0.2, 32)[None, :, None] * d).reshape(-1, 3).clamp(0, 1)
+    for name, fn in (("torch", hashgrid_encode), ("cpu", cpu_encode)):
+        def step(fn=fn):
+            params.grad = None
+            fn(x, params, layout).square().sum().backward()
+        out[f"hashgrid_fwd_bwd_ms_{name}"] = round(1000 * timed(step), 1)
+    out["hashgrid_speedup"] = round(out["hashgrid_fwd_bwd_ms_torch"] / out["hashgrid_fwd_bwd_ms_cpu"], 1)
+    sc = load_scene(None)
+    cam = sc.camera_path(width=256, height=256).cameras[0]
+    for name in ("torch", "cpu"):
+        sc.field.set_ops(select_ops(name, "cpu"))
+        cfg = dataclasses.replace(sc.render_config)
+        out[f"demo_frame_256_ms_{name}"] = round(1000 * timed(
+            lambda: render_camera(sc.field, sc.grid, cam, cfg, sc.background, world_to_field=(sc.center, sc.scale)),
+            reps=2))
+    out["demo_frame_speedup"] = round(out["demo_frame_256_ms_torch"] / out["demo_frame_256_ms_cpu"], 1)
+    return out
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", nargs="*", type=Path, default=[], help="datasets to train and evaluate on")
@@ -99,6 +144,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--max-seconds", type=float, default=480.0)
     ap.add_argument("--demo-frames", type=int, default=48, help="0: skip the demo render")
     ap.add_argument("--viewer-size", type=int, default=128, help="0: skip the viewer")
+    ap.add_argument("--kernels", action="store_true", help="also time the CPU kernels against the torch references")
     ap.add_argument("--out", type=Path, default=Path("out/bench"))
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -123,6 +169,9 @@ def main(argv=None) -> dict:
 
         res["viewer"] = bench_viewer(args.viewer_size, 5, 30.0, 5.0)
         print("viewer", json.dumps(res["viewer"]), flush=True)
+    if args.kernels:
+        res["kernels"] = bench_kernels()
+        print("kernels", json.dumps(res["kernels"]), flush=True)
     (args.out / "bench.json").write_text(json.dumps(res, indent=1))
     print("\n| scene | latentscape: PSNR (views), command s, rays/s | nerfacto: PSNR, rays/s |\n|---|---|---|")
     for name, row in res["scenes"].items():

@@ -83,6 +83,15 @@ def _index(c, ax0, ax1, ay0, ay1, az0, az1, lv, size, offset, dense):
     return idx + offset[lv]
 
 
+@njit(inline="always")
+def _weight(c, f0, f1, f2, g0, g1, g2):
+    """Trilinear weight of corner ``c``: (wz * wy) * wx, in the reference's order."""
+    wx = f0 if c & 1 else g0
+    wy = f1 if (c >> 1) & 1 else g1
+    wz = f2 if (c >> 2) & 1 else g2
+    return wz * wy * wx
+
+
 @njit(parallel=True, cache=True, nogil=True)
 def _fwd(x, params, scale, res, size, offset, dense, F, out):
     n_pts = x.shape[0]
@@ -94,10 +103,7 @@ def _fwd(x, params, scale, res, size, offset, dense, F, out):
             g0, g1, g2 = _ONE - f0, _ONE - f1, _ONE - f2
             base = lv * F
             for c in range(8):
-                wx = f0 if c & 1 else g0
-                wy = f1 if (c >> 1) & 1 else g1
-                wz = f2 if (c >> 2) & 1 else g2
-                w = wz * wy * wx
+                w = _weight(c, f0, f1, f2, g0, g1, g2)
                 idx = _index(c, ax0, ax1, ay0, ay1, az0, az1, lv, size, offset, dense) * F
                 for f in range(F):
                     out[n, base + f] += w * params[idx + f]
@@ -113,10 +119,7 @@ def _bwd_params(x, grad, scale, res, size, offset, dense, F, order, grad_params)
             f0, f1, f2, ax0, ax1, ay0, ay1, az0, az1 = _level(x[n, 0], x[n, 1], x[n, 2], lv, scale, res, dense)
             g0, g1, g2 = _ONE - f0, _ONE - f1, _ONE - f2
             for c in range(8):
-                wx = f0 if c & 1 else g0
-                wy = f1 if (c >> 1) & 1 else g1
-                wz = f2 if (c >> 2) & 1 else g2
-                w = wz * wy * wx
+                w = _weight(c, f0, f1, f2, g0, g1, g2)
                 idx = _index(c, ax0, ax1, ay0, ay1, az0, az1, lv, size, offset, dense) * F
                 for f in range(F):
                     grad_params[idx + f] += w * grad[n, base + f]
