@@ -44,8 +44,10 @@ class RenderConfig:
     """Ignore geometry closer than this to the camera (normalised units)."""
     chunk: int = 1 << 15
     """Rays per chunk: bounds memory at any resolution."""
-    samples_per_round: int = 1 << 17
-    """Packed marcher: field evaluations aimed at per round (k = this / live rays)."""
+    samples_per_round: int = 1 << 15
+    """Packed marcher: field evaluations aimed at per round (k = this / live rays). 2^15 keeps a
+    round's activations in cache: a 256x256 demo frame took 950 ms at 2^15 and 2^16, 1200 ms at
+    2^17 (2-core CPU, 2026-12-01), with 25% fewer samples wasted past the stopping point."""
     max_samples_per_round: int = 64
     """Packed marcher: the most samples one ray proposes in a round."""
     min_samples_per_round: int = 4
