@@ -182,8 +182,9 @@ def train(dataset: Dataset, field_config: FieldConfig | None = None, cfg: TrainC
         for g in opt.param_groups:
             g["lr"] = cfg.lr * _lr_factor(frac)
         if step == 1 or step % cfg.occupancy_every == 0:
-            warm = step <= cfg.occupancy_warmup and frac < 0.5
-            grid.update(fld.density, dt, 0 if warm else cfg.occupancy_warmup)
+            # The warm-up ends at occupancy_warmup steps or half the budget, whichever comes first.
+            grid.update(fld.density, dt, step if frac < 0.5 else cfg.occupancy_warmup,
+                        warmup_steps=cfg.occupancy_warmup)
         idx = torch.randint(0, n_rays, (rays,), generator=gen).to(device)
         bg = torch.rand(rays, 3, generator=gen).to(device)
         target = c_all[idx, :3] * c_all[idx, 3:4] + bg * (1.0 - c_all[idx, 3:4])
