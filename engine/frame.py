@@ -92,7 +92,11 @@ class NullHooks:
 
 
 class Stage(Protocol):
-    """Per-frame work before rendering (latent programs, texture synthesis, adapters)."""
+    """Per-frame work before rendering (latent programs, texture synthesis, adapters).
+
+    Optional: ``set_live(bool)``, called by the loop (True in live shows: the stage may
+    work in the background and hand the newest finished result to each frame), and
+    ``close()``, called when the scene is unloaded."""
 
     def prepare(self, ctx: FrameContext) -> None: ...
 
@@ -134,6 +138,12 @@ class FrameLoop:
         self.adapters = adapters
         self.deterministic = deterministic
         self.params: dict[str, Any] = {}
+        for stage in self.stages:
+            # Live shows do not wait for slow stages (a GAN texture is made in the background
+            # and the frame shows the newest finished one); offline renders stay synchronous.
+            set_live = getattr(stage, "set_live", None)
+            if set_live is not None:
+                set_live(not deterministic)
         if deterministic and scene.device.type == "cuda":
             # index_add and friends use atomics on CUDA; ask torch for the deterministic kernels.
             torch.use_deterministic_algorithms(True, warn_only=True)
@@ -259,10 +269,17 @@ class DynamicResolution:
         self.min_factor, self.max_factor = min_factor, max_factor
         self.factor = max_factor
 
-    def update(self, frame_ms: float) -> float:
-        """Feed the last frame's time (at the current factor); returns the factor to use next."""
-        full_ms = frame_ms / (self.factor * self.factor)
-        wanted = min(self.max_factor, max(self.min_factor, math.sqrt(self.target_ms / max(full_ms, 1e-6))))
+    def update(self, frame_ms: float, fixed_ms: float = 0.0) -> float:
+        """Feed the last frame's time (at the current factor); returns the factor to use next.
+
+        ``fixed_ms``: the part of ``frame_ms`` that does not scale with the pixel count
+        (texture synthesis, hooks, adapter swaps). Only the rest is scaled; when the fixed
+        part alone eats the target, the image still gets half of it (shrinking the image
+        cannot make fixed work faster, it would only collapse the picture)."""
+        fixed_ms = min(max(fixed_ms, 0.0), frame_ms)
+        full_ms = (frame_ms - fixed_ms) / (self.factor * self.factor)
+        budget = max(self.target_ms - fixed_ms, 0.5 * self.target_ms)
+        wanted = min(self.max_factor, max(self.min_factor, math.sqrt(budget / max(full_ms, 1e-6))))
         if wanted > self.factor * 1.2 or wanted < self.factor * 0.8:
             self.factor = wanted
         return self.factor

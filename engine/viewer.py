@@ -31,6 +31,10 @@ from latentscape.render.cameras import Camera, look_at
 
 log = logging.getLogger("latentscape.viewer")
 
+PER_PIXEL_STAGES = ("layers", "nerf", "stylize", "hooks.check_frame")
+"""Frame-loop stages whose cost scales with the render size (:class:`DynamicResolution`
+scales only these; texture synthesis, plugin hooks and swaps cost the same at any size)."""
+
 
 @dataclass
 class CameraRig:
@@ -257,7 +261,9 @@ class ViewerCore:
         frame = self.session.render(cam, index=self.index)
         ms = (time.perf_counter() - t0) * 1000
         if self.dynres is not None and camera is None:
-            self.dynres.update(ms)
+            # Only the per-pixel stages shrink with the image; the rest is fixed per frame.
+            scaled = sum(v for k, v in frame.context.stats.items() if k in PER_PIXEL_STAGES)
+            self.dynres.update(ms, fixed_ms=ms - scaled)
         now = time.perf_counter()
         dt = max(now - self._t_last, 1e-6)
         self.fps = 1 / dt if self.index == 0 else 0.8 * self.fps + 0.2 / dt

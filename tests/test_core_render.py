@@ -140,3 +140,16 @@ def test_dynamic_resolution_hysteresis():
     assert dyn.update(80.0 * 0.25 * (0.5 / 0.55) ** 2) == pytest.approx(0.5)
     assert dyn.update(1.0) == 1.0
     assert dyn.update(1e6) == pytest.approx(1 / 16)
+
+
+def test_dynamic_resolution_scales_only_the_per_pixel_part():
+    """A fixed per-frame cost (GAN texture synthesis, hooks) does not shrink with the
+    image: it must not be scaled as if it did (which collapsed the viewer to ~19 px)."""
+    dyn = DynamicResolution(target_fps=5)  # 200 ms
+    # 300 ms at full size of which 200 ms fixed: the 100 ms of pixels get 0 ms left of the
+    # target... but the image keeps half the target: sqrt(100 / 100) -> 1.0
+    assert dyn.update(300.0, fixed_ms=200.0) == 1.0
+    # 100 ms fixed + 400 ms of pixels: 100 ms budget for pixels -> factor 0.5
+    assert dyn.update(500.0, fixed_ms=100.0) == pytest.approx(0.5)
+    # without the split the same frame would have asked for sqrt(200 / 500)
+    assert DynamicResolution(target_fps=5).update(500.0) == pytest.approx((200 / 500) ** 0.5)

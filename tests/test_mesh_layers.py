@@ -410,3 +410,104 @@ def test_texture_rate_quantizes_scene_time():
     for t in (0.0, 0.1, 0.2):
         every_frame.texture_at(t)
     assert calls == pytest.approx([0.0, 0.1, 0.2])
+
+
+def _slow_stage(delay: float, fail_on: float | None = None):
+    """A texture stage over a fake generator that takes ``delay`` s per synthesis and
+    paints the texture with its w (so a test can see which w a texture came from)."""
+    import threading
+    import time
+
+    from latentscape.texture.stage import TextureStage
+
+    class Bound:
+        def at(self, t):
+            return torch.full((2, 3), float(t))
+
+    class Program:
+        def bind(self, G):
+            return Bound()
+
+    class G:
+        num_ws, w_dim = 2, 3
+        calls: list[tuple[float, str]] = []
+
+        @staticmethod
+        def synthesis(w, noise_mode="const"):
+            G.calls.append((float(w[0, 0, 0]), threading.current_thread().name))
+            time.sleep(delay)
+            if fail_on is not None and float(w[0, 0, 0]) == fail_on:
+                raise RuntimeError("generator broke")
+            return torch.full((1, 3, 2, 2), float(w[0, 0, 0]) / 127.5 - 1.0)
+
+    return TextureStage("g", G, Program()), G
+
+
+def test_live_texture_stage_never_waits_for_the_generator():
+    """Live shows: the first frame waits for its texture, later frames show the newest
+    finished one at once while the next is made in the background."""
+    import time
+
+    stage, G = _slow_stage(0.3)
+    stage.set_live(True)
+    try:
+        tex0 = stage.texture_at(0.0)  # nothing finished yet: synthesised in the frame
+        assert G.calls == [(0.0, "MainThread")]
+        t0 = time.perf_counter()
+        tex = stage.texture_at(1.0)  # asks for t=1, shows t=0's texture without waiting
+        assert time.perf_counter() - t0 < 0.15
+        assert torch.equal(tex, tex0) and float(stage._last_w[0, 0]) == 0.0
+        deadline = time.monotonic() + 10
+        while float(stage.texture_at(1.0)[0, 0, 0] * 255) < 1.0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert float(stage._last_w[0, 0]) == 1.0  # the shown w is the one its texture came from
+        assert G.calls[1] == (1.0, "latentscape-texture-g")
+        # A request superseded while the worker is busy is skipped: only the newest is made.
+        for t in (2.0, 3.0, 4.0):
+            stage.texture_at(t)
+        while float(stage._last_w[0, 0]) != 4.0 and time.monotonic() < deadline:
+            stage.texture_at(4.0)
+            time.sleep(0.02)
+        made = [c[0] for c in G.calls[2:]]
+        assert made[-1] == 4.0 and 3.0 not in made
+    finally:
+        stage.close()
+    assert stage._worker is None and not stage.live
+
+
+def test_live_texture_failure_surfaces_in_a_frame_and_offline_stays_synchronous():
+    import time
+
+    stage, G = _slow_stage(0.0, fail_on=1.0)
+    stage.set_live(True)
+    try:
+        stage.texture_at(0.0)
+        deadline = time.monotonic() + 10
+        with pytest.raises(RuntimeError, match="generator broke"):
+            while time.monotonic() < deadline:
+                stage.texture_at(1.0)
+                time.sleep(0.01)
+    finally:
+        stage.close()
+    offline, G2 = _slow_stage(0.0)
+    for t in (0.0, 1.0, 2.0):
+        assert float(offline.texture_at(t)[0, 0, 0] * 255) == pytest.approx(t + 0.5, abs=1e-3)
+    assert [c[1] for c in G2.calls] == ["MainThread"] * 3
+
+
+def test_live_sessions_make_textures_in_the_background(tmp_path):
+    """A wall-clock session (viewer, serve) turns its texture stages live; the scene clock
+    (render, farm) keeps them synchronous; closing the session stops the threads."""
+    from latentscape.clock import WallClock
+    from latentscape.session import Session
+
+    scene = _scene_with_layer(tmp_path, name="gan")
+    with Session.open(scene) as offline:
+        assert [s.live for s in offline.loop.stages] == [False]
+    live = Session.open(scene, clock=WallClock())
+    stages = live.loop.stages
+    assert [s.live for s in stages] == [True]
+    cam = live.scene.camera_path(width=16, height=16).cameras[0]
+    live.render(cam, index=0)
+    live.close()
+    assert not stages[0].live

@@ -171,6 +171,10 @@ class LoopParts:
                 "stylizer": self.stylizer}
 
     def close(self) -> None:
+        for stage in self.stages:  # background synthesis threads of live texture stages
+            close = getattr(stage, "close", None)
+            if close is not None:
+                close()
         self.hooks.close()
 
 
