@@ -185,9 +185,12 @@ def select_ops(choice: str | None = None, device: torch.device | str | None = No
     encoding = select_encoding(backend, device)
     dev = torch.device(device) if device is not None else None
     if backend == "triton" or (backend == "tcnn" and _triton_problem(dev) is None):
+        from latentscape.kernels import packed as tri_packed
         from latentscape.kernels import raymarch as tri_raymarch
 
-        return Ops(backend, encoding, _triton_mlp, tri_raymarch.march_segment, tri_raymarch.composite_segment)
+        # The packed rounds (kernels/packed.py): no per-segment empty samples, one sync per round.
+        return Ops(backend, encoding, _triton_mlp, tri_raymarch.march_segment, tri_raymarch.composite_segment,
+                   tri_packed.march_next, tri_packed.composite_packed, tri_packed.sample_points, tri_packed.sh_packed)
     if backend == "cpu":
         from latentscape.kernels.cpu import raymarch as cpu_raymarch
         from latentscape.kernels.cpu.sh import sh_packed

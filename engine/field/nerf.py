@@ -181,7 +181,7 @@ class NerfField(nn.Module):
         """Colour of packed samples from their rays' directions and density features."""
         ops = self.ops
         if ops is not None and ops.sh_packed is not None:
-            sh = ops.sh_packed(d, offsets, self.config.sh_degree)
+            sh = ops.sh_packed(d, offsets, self.config.sh_degree, n_samples=feats.shape[0])
         else:
             ray = torch.repeat_interleave(torch.arange(offsets.shape[0] - 1, device=d.device), offsets[1:] - offsets[:-1])
             sh = sh_encode(d[ray], self.config.sh_degree)

@@ -54,6 +54,11 @@ class RenderConfig:
     """Packed marcher: the fewest samples one ray proposes in a round."""
     train_early_stop: float = 1e-4
     """Packed training: samples behind a transmittance below this get no gradient pass."""
+    gpu_chunk: int = 1 << 21
+    """Rays per chunk on CUDA (at least ``chunk``): a 1080p frame in one chunk, so a frame
+    costs one set of rounds. Not tuned on a GPU yet."""
+    gpu_samples_per_round: int = 1 << 21
+    """Packed marcher on CUDA: field evaluations aimed at per round. Not tuned on a GPU yet."""
 
     def step_size(self, aabb) -> float:
         aabb = torch.as_tensor(aabb, dtype=torch.float32)
@@ -146,7 +151,11 @@ def _render_packed(field: NerfField, grid: OccupancyGrid, o, d, cfg: RenderConfi
         tnear = tnear + torch.rand_like(tnear) * dt
     bits = grid.bitfield
     max_steps = cfg.steps_per_diagonal + 1
-    ones = torch.ones(n)
+    dev = o.device
+    ones = torch.ones(n, device=dev)
+    # Host synchronisations per round: the live-ray count and the marcher's sample total.
+    # On CUDA a round aims at more samples (a GPU wants wide batches; CPU rounds stay in cache).
+    per_round = cfg.samples_per_round if dev.type == "cpu" else max(cfg.samples_per_round, cfg.gpu_samples_per_round)
     if torch.is_grad_enabled():
         offsets, t, _ = ops.march_next(o, d, tnear, tfar, dt, bits, aabb, max_steps)
         marched = int(t.numel())
@@ -156,15 +165,15 @@ def _render_packed(field: NerfField, grid: OccupancyGrid, o, d, cfg: RenderConfi
         rgb, depth, opacity, _ = ops.composite_packed(sigma, col, t, dt, offsets, ones)
         samples, rounds = int(t.numel()), 1
     else:
-        rgb = torch.zeros(n, 3)
-        depth = torch.zeros(n)
-        opacity = torch.zeros(n)
+        rgb = torch.zeros(n, 3, device=dev)
+        depth = torch.zeros(n, device=dev)
+        opacity = torch.zeros(n, device=dev)
         trans = ones.clone()
         t_cur = tnear.clone()
         alive = (tnear < tfar).nonzero().squeeze(-1)
         samples = rounds = marched = 0
         while alive.numel():
-            k = min(cfg.max_samples_per_round, max(cfg.min_samples_per_round, cfg.samples_per_round // alive.numel()))
+            k = min(cfg.max_samples_per_round, max(cfg.min_samples_per_round, per_round // alive.numel()))
             oa, da, fa = o[alive], d[alive], tfar[alive]
             offsets, t, t_next = ops.march_next(oa, da, t_cur[alive], fa, dt, bits, aabb, k)
             t_cur[alive] = t_next
@@ -172,7 +181,8 @@ def _render_packed(field: NerfField, grid: OccupancyGrid, o, d, cfg: RenderConfi
             trans_a = trans[alive]
             if t.numel():
                 sigma, col = field.forward_packed(oa, da, t, offsets)
-                seg_rgb, seg_depth, seg_op, trans_a = ops.composite_packed(sigma, col, t, dt, offsets, trans_a)
+                seg_rgb, seg_depth, seg_op, trans_a = ops.composite_packed(sigma, col, t, dt, offsets, trans_a,
+                                                                           max_count=k)
                 rgb.index_add_(0, alive, seg_rgb)
                 depth.index_add_(0, alive, seg_depth)
                 opacity.index_add_(0, alive, seg_op)
@@ -195,7 +205,7 @@ def _drop_occluded(field: NerfField, o, d, t, offsets, dt: float, eps: float):
         return offsets, t
     n = offsets.shape[0] - 1
     counts = offsets[1:] - offsets[:-1]
-    ray = torch.repeat_interleave(torch.arange(n), counts)
+    ray = torch.repeat_interleave(torch.arange(n, device=t.device), counts, output_size=t.numel())
     sigma = field.density_packed(o, d, t, offsets)[0]
     tau = (sigma * dt).double()
     excl = torch.cumsum(tau, 0) - tau
@@ -203,8 +213,8 @@ def _drop_occluded(field: NerfField, o, d, t, offsets, dt: float, eps: float):
     keep = torch.exp(-excl) > eps
     if bool(keep.all()):
         return offsets, t
-    new_counts = torch.zeros(n, dtype=torch.int64).index_add_(0, ray, keep.long())
-    new_offsets = torch.zeros(n + 1, dtype=torch.int64)
+    new_counts = torch.zeros(n, dtype=torch.int64, device=t.device).index_add_(0, ray, keep.long())
+    new_offsets = torch.zeros(n + 1, dtype=torch.int64, device=t.device)
     torch.cumsum(new_counts, 0, out=new_offsets[1:])
     return new_offsets, t[keep]
 
@@ -259,8 +269,9 @@ def render_camera(field: NerfField, grid: OccupancyGrid, cam: Camera, cfg: Rende
     tmax = depth_limit.reshape(-1).to(dev) * scale if depth_limit is not None else None
     outs = []
     samples = rounds = 0
-    for i in range(0, o.shape[0], cfg.chunk):
-        sl = slice(i, i + cfg.chunk)
+    chunk = cfg.chunk if dev.type == "cpu" else max(cfg.chunk, cfg.gpu_chunk)
+    for i in range(0, o.shape[0], chunk):
+        sl = slice(i, i + chunk)
         r = render_rays(field, grid, o[sl], d[sl], cfg, bg if bg_rays is None else bg_rays[sl],
                         tmax=None if tmax is None else tmax[sl])
         samples += r.samples

@@ -264,8 +264,9 @@ class _CompositePacked(torch.autograd.Function):
 
 
 def composite_packed(sigma: torch.Tensor, rgb: torch.Tensor, t: torch.Tensor, dt: float, offsets: torch.Tensor,
-                     transmittance: torch.Tensor):
-    """Same contract as ``kernels.reference.packed.composite_packed`` (CPU tensors)."""
+                     transmittance: torch.Tensor, max_count: int | None = None):
+    """Same contract as ``kernels.reference.packed.composite_packed`` (CPU tensors;
+    ``max_count`` is not needed here)."""
     return _CompositePacked.apply(sigma, rgb, t, dt, offsets, transmittance)
 
 

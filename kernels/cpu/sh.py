@@ -50,8 +50,10 @@ def _sh_packed(d, offsets, degree, c, out):
                 out[i, k] = v[k]
 
 
-def sh_packed(d: torch.Tensor, offsets: torch.Tensor, degree: int = 4) -> torch.Tensor:
-    """d: [R, 3] unit ray directions, offsets: [R+1] -> [S, degree**2] per packed sample."""
+def sh_packed(d: torch.Tensor, offsets: torch.Tensor, degree: int = 4, n_samples: int | None = None) -> torch.Tensor:
+    """d: [R, 3] unit ray directions, offsets: [R+1] -> [S, degree**2] per packed sample.
+
+    ``n_samples``: S when the caller knows it (the GPU twin needs it to avoid a sync)."""
     if degree < 1 or degree > 4:
         raise ValueError("degree must be in 1..4")
     d = d.detach().float().contiguous()

@@ -53,9 +53,11 @@ def march_next(o: torch.Tensor, d: torch.Tensor, t_start: torch.Tensor, tfar: to
 
 
 def composite_packed(sigma: torch.Tensor, rgb: torch.Tensor, t: torch.Tensor, dt: float, offsets: torch.Tensor,
-                     transmittance: torch.Tensor):
+                     transmittance: torch.Tensor, max_count: int | None = None):
     """Front-to-back compositing of packed samples.
 
+    ``max_count``: an upper bound of any ray's sample count, when the caller knows it
+    (the Triton kernel loops that far without reading it back; unused here).
     sigma: [S], rgb: [S, 3], t: [S], offsets: [R+1], transmittance: [R] at the first sample.
     Returns (rgb [R, 3], depth [R] (weighted distance sum), opacity [R], transmittance_out [R]).
     Differentiable in ``sigma`` and ``rgb``.
