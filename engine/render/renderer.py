@@ -231,15 +231,25 @@ def _skip_empty(o, d, tnear, tfar, grid: OccupancyGrid, aabb, dt: float, factor:
     dtc = 0.5 * cell
     span = float(torch.linalg.norm(aabb[3:] - aabb[:3]))
     k = int(math.ceil(span / dtc)) + 1
+    # Coarse samples at tnear + j * dtc, the first and last nudged a quarter step (or half the
+    # chord) inside the box: every point of the chord is within dtc / 2 of a sample that lies
+    # in the box, so with the one-cell dilation a ray that clips a corner of the box (a chord
+    # shorter than dtc, whose only regular sample sat on the boundary) is not dropped.
+    chord = (tfar - tnear).clamp_min(0)
+    nudge = torch.minimum(torch.full_like(chord, 0.25 * dtc), 0.5 * chord)
     tc = tnear[:, None] + torch.arange(k, device=o.device, dtype=o.dtype)[None] * dtc  # [N, K]
+    tc = torch.cat((tc[:, :1] + nudge[:, None], tc[:, 1:], (tfar - nudge)[:, None]), 1)
     inside = tc < tfar[:, None]
+    inside[:, 0] = chord > 0
+    inside[:, -1] = chord > 0
     occ = inside & occupancy_lookup(o[:, None, :] + tc[..., None] * d[:, None, :], coarse, aabb)
     hit = occ.any(1)
-    steps = torch.arange(k, device=o.device)
-    first = torch.where(occ, steps, k).amin(1)
-    last = torch.where(occ, steps, -1).amax(1)
-    t_first = tnear + (first.clamp_max(k - 1).to(o.dtype) - 1.0) * dtc
-    t_last = tnear + (last.clamp_min(0).to(o.dtype) + 1.0) * dtc
+    big = torch.finfo(o.dtype).max
+    first_t = torch.where(occ, tc, big).amin(1)
+    last_t = torch.where(occ, tc, -big).amax(1)
+    # The first occupied fine sample lies within dtc / 2 of a hit sample: a step of margin.
+    t_first = torch.where(hit, first_t - dtc, tnear)
+    t_last = torch.where(hit, last_t + dtc, tnear)
     skip = torch.floor(((t_first - tnear) / dt).clamp_min(0))
     new_near = torch.where(hit, tnear + skip * dt, tfar)
     new_far = torch.where(hit, torch.minimum(tfar, t_last), tfar)

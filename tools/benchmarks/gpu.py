@@ -352,11 +352,15 @@ def frames_section(b: Bench, scene_dir: str | None, sizes: list[tuple[int, int]]
         fld, grid, render, bg, what = _random_scene(b)
     out: dict = {"scene": what, "frames": {}}
     # Field coordinates: the box is [-1, 1]^3 after normalisation whatever the scene's world units.
-    c2w = look_at((2.2, -2.2, 1.4), (0.0, 0.0, 0.0), (0.0, 0.0, 1.0))
+    # An orbit of 8 views (the "median over an orbit"); the first view is also the
+    # parity view against torch.
+    orbit = [look_at((3.1 * math.cos(a), 3.1 * math.sin(a), 1.4), (0.0, 0.0, 0.0), (0.0, 0.0, 1.0))
+             for a in [-math.pi / 4 + k * math.pi / 4 for k in range(8)]]
     backends = ["torch", "triton", "tcnn"]
     images = {}
     for (w, h) in sizes:
-        cam = Camera.from_fov(c2w, w, h, 45.0)
+        cam = Camera.from_fov(orbit[0], w, h, 45.0)
+        views = [Camera.from_fov(c, w, h, 45.0) for c in orbit]
         for name in backends:
             key = f"{w}x{h} {name}"
             left = b.budget_s - b.elapsed()
@@ -375,14 +379,20 @@ def frames_section(b: Bench, scene_dir: str | None, sizes: list[tuple[int, int]]
                 r = render_camera(fld, grid, cam, render, bg)
                 _sync(b.device)
                 first = time.perf_counter() - t0
-                times = []
-                while not b.dry and len(times) < 5 and sum(times) + first < min(20.0, left / 4):
+                first_r = r
+                times, rounds = [], []
+                while not b.dry and len(times) < 16 and sum(times) + first < min(20.0, left / 4):
+                    view = views[len(times) % len(views)]
                     t0 = time.perf_counter()
-                    r = render_camera(fld, grid, cam, render, bg)
+                    r = render_camera(fld, grid, view, render, bg)
                     _sync(b.device)
                     times.append(time.perf_counter() - t0)
+                    rounds.append(r.rounds)
                 res = {"first_s": first, "ms_median": 1e3 * sorted(times)[len(times) // 2] if times else None,
-                       "runs": len(times), "samples": r.samples, "alpha_mean": float(r.alpha.mean())}
+                       "runs": len(times), "orbit_views": len(views), "samples": first_r.samples,
+                       "rounds": rounds or [first_r.rounds], "path": "packed" if getattr(fld.ops, "packed", False) else "segment",
+                       "alpha_mean": float(first_r.alpha.mean())}
+                r = first_r
                 images[(w, h, name)] = r.rgb
                 if name != "torch" and (w, h, "torch") in images:
                     res["rgb_max_abs_vs_torch"] = float((r.rgb - images[(w, h, "torch")]).abs().max())
