@@ -248,8 +248,13 @@ class FrameLoop:
             for sink in opened:
                 sink.abort()
             raise
-        for sink in opened:
-            sink.close()
+        for i, sink in enumerate(opened):
+            try:
+                sink.close()
+            except BaseException:  # e.g. the disk filled at the last flush: no other sink is left half-done
+                for rest in opened[i + 1:]:
+                    rest.abort()
+                raise
         n = len(cams)
         return RunStats(n, time.perf_counter() - t0, {k: v / n for k, v in totals.items()})
 

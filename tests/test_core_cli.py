@@ -41,7 +41,7 @@ def test_render_png_folder_sorted_frames(tiny_scene, tmp_path):
     out = tmp_path / "frames"
     proc = run_cli("render", tiny_scene, "--out", out, "--orbit", "3", "--width", "20", "--height", "10")
     assert proc.returncode == 0, proc.stderr
-    names = sorted(p.name for p in out.iterdir())
+    names = sorted(p.name for p in out.iterdir() if p.name != ".latentscape-output")  # the marker (README, Guarantees)
     assert names == ["frame_00000.png", "frame_00001.png", "frame_00002.png"]
     from PIL import Image
 

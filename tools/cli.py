@@ -41,8 +41,12 @@ def main(argv: list[str] | None = None) -> None:
     """Run the CLI; typed latentscape errors become one message and a non-zero exit.
 
     Usage errors are reported by typer (exit 2). A :class:`LatentscapeError` is
-    printed without a traceback and exits with its ``exit_code``.
+    printed without a traceback and exits with its ``exit_code``. SIGTERM exits with
+    143 and SIGINT with 1 ("Aborted!"), after every output being written is removed.
     """
+    from latentscape.outputs import exit_on_sigterm
+
+    exit_on_sigterm()  # SIGTERM -> SystemExit(143): partial outputs are removed on the way out
     try:
         app(args=argv, prog_name="latentscape")
     except LatentscapeError as err:

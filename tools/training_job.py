@@ -12,7 +12,8 @@ import torch
 import typer
 
 from latentscape.dataset import load_dataset
-from latentscape.errors import ConfigError, OutputError
+from latentscape.errors import ConfigError
+from latentscape.outputs import check_output, staged
 from latentscape.field.nerf import FieldConfig
 from latentscape.render.camera_path import orbit_path
 from latentscape.render.renderer import RenderConfig
@@ -63,8 +64,7 @@ def run_training(*, data: Path, out: Path, steps, max_seconds, rays, levels, fea
     most ``eval_fraction`` of the budget unless ``full_eval``) and writing the bundle.
     """
     clock0 = time.perf_counter() if started is None else started
-    if out.exists() and not force:
-        raise OutputError("already exists", path=out, hint="choose another --out or pass --force to replace it")
+    check_output(out, force=force, kind="dir")  # before any work; again when the bundle is renamed into place
     for flag, value in (("--steps", steps), ("--rays", rays), ("--downscale", downscale)):
         if value is not None and value <= 0:
             raise ConfigError(f"{flag} must be positive, got {value}")
@@ -148,6 +148,10 @@ def run_training(*, data: Path, out: Path, steps, max_seconds, rays, levels, fea
                        center=result.center, scale=result.scale, up=up, width=w, height=h, fps=24.0,
                        description=f"NeRF trained by `latentscape train` from {Path(data).name}",
                        camera_paths={"orbit": orbit}, extra_files=files, extra_config={"training": training})
-    path = save_trained_scene(draft, out, overwrite=force)
+    with staged(out, kind="dir", force=force, command="train") as tmp:
+        # save_trained_scene writes its own temporary beside tmp and renames it onto the (empty) tmp;
+        # staged() adds the marker and renames tmp onto out, or removes everything on a failure.
+        save_trained_scene(draft, tmp, overwrite=True)
+    path = out
     typer.echo(f"wrote scene bundle {path} in {time.perf_counter() - clock0:.0f} s")
     return path

@@ -2,51 +2,32 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
 from latentscape.errors import OutputError
+from latentscape.outputs import Staged, write_error
 from latentscape.sinks.base import FrameSink
 
 
-def _check_target(out: Path, overwrite: bool) -> None:
-    if out.exists() and not overwrite:
-        if out.is_dir() and not any(out.iterdir()):
-            return
-        raise OutputError("already exists", path=out, hint="choose another output or pass --force to replace it")
-    parent = out.parent if str(out.parent) else Path(".")
-    if parent.exists() and not parent.is_dir():
-        raise OutputError(f"{parent} is not a folder", path=out)
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputError(f"cannot create the output folder: {err.strerror}", path=parent, hint="choose a writable location") from None
-    if not os.access(parent, os.W_OK):
-        raise OutputError("output folder is not writable", path=parent, hint="choose a writable location")
-
-
 class PngSequenceSink(FrameSink):
-    """``frame_00000.png``, ``frame_00001.png``, ... in ``folder`` (written to a
-    temporary sibling folder, renamed at close)."""
+    """``frame_00000.png``, ``frame_00001.png``, ... in ``folder``, written to a hidden
+    temporary sibling folder and renamed into place at close, with the
+    ``.latentscape-output`` marker (see :mod:`latentscape.outputs`: ``overwrite``
+    replaces only a folder latentscape wrote)."""
 
     def __init__(self, folder: str | Path, *, overwrite: bool = False):
         self.folder = Path(folder)
         self.overwrite = overwrite
-        _check_target(self.folder, overwrite)
+        self._stage = Staged(self.folder, kind="dir", force=overwrite, command="render")
         self._tmp: Path | None = None
         self._n = 0
 
     def open(self, width: int, height: int, fps: float) -> None:
-        _check_target(self.folder, self.overwrite)
-        try:
-            self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.folder.name}.partial-", dir=self.folder.parent))
-        except OSError as err:
-            raise OutputError(f"cannot write: {err.strerror}", path=self.folder) from None
+        self._tmp = self._stage.begin()
+        self._n = 0
         self._size = (width, height)
 
     def write(self, rgb: np.ndarray) -> None:
@@ -57,21 +38,19 @@ class PngSequenceSink(FrameSink):
             Image.fromarray(rgb).save(self._tmp / f"frame_{self._n:05d}.png")
         except OSError as err:
             self.abort()
-            raise OutputError(f"cannot write frame {self._n}: {err.strerror or err}", path=self.folder, hint="check free space and permissions") from None
+            raise OutputError(f"cannot write frame {self._n}: {err.strerror or err}; nothing was written",
+                              path=self.folder, hint="check free space and permissions") from None
         self._n += 1
 
     def close(self) -> None:
         if self._tmp is None:
             return
-        if self.folder.exists():
-            shutil.rmtree(self.folder) if self.folder.is_dir() else self.folder.unlink()
-        os.replace(self._tmp, self.folder)
         self._tmp = None
+        self._stage.commit()
 
     def abort(self) -> None:
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
+        self._tmp = None
+        self._stage.abort()
 
 
 class Mp4Sink(FrameSink):
@@ -82,7 +61,7 @@ class Mp4Sink(FrameSink):
         self.path = Path(path)
         self.overwrite = overwrite
         self.crf = crf
-        _check_target(self.path, overwrite)
+        self._stage = Staged(self.path, kind="file", force=overwrite, command="render", suffix=".mp4")
         try:
             import av  # noqa: F401
         except ImportError:
@@ -96,11 +75,12 @@ class Mp4Sink(FrameSink):
         if width % 2 or height % 2:
             raise OutputError(f"H.264 (yuv420p) needs an even width and height, got {width}x{height}", path=self.path,
                               hint="choose an even size, or write PNGs")
-        _check_target(self.path, self.overwrite)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.partial-", suffix=".mp4", dir=self.path.parent)
-        os.close(fd)
-        self._tmp = Path(tmp)
-        self._container = av.open(str(self._tmp), mode="w", format="mp4")
+        self._tmp = self._stage.begin()
+        try:
+            self._container = av.open(str(self._tmp), mode="w", format="mp4")
+        except OSError as err:
+            self.abort()
+            raise write_error(self.path, err) from None
         rate = Fraction(fps).limit_denominator(1001)
         stream = self._container.add_stream("libx264", rate=rate)
         stream.width, stream.height = width, height
@@ -119,17 +99,24 @@ class Mp4Sink(FrameSink):
                 self._container.mux(packet)
         except OSError as err:
             self.abort()
-            raise OutputError(f"cannot write video: {err}", path=self.path, hint="check free space and permissions") from None
+            raise write_error(self.path, err, "cannot write video") from None
 
     def close(self) -> None:
         if self._container is None:
             return
-        for packet in self._stream.encode():
-            self._container.mux(packet)
-        self._container.close()
+        try:
+            for packet in self._stream.encode():
+                self._container.mux(packet)
+            self._container.close()
+        except OSError as err:  # the end of the stream does not fit (disk full): no half file
+            self.abort()
+            raise write_error(self.path, err, "cannot finish the video") from None
+        except BaseException:
+            self.abort()
+            raise
         self._container = None
-        os.replace(self._tmp, self.path)
         self._tmp = None
+        self._stage.commit()
 
     def abort(self) -> None:
         if self._container is not None:
@@ -138,6 +125,5 @@ class Mp4Sink(FrameSink):
             except Exception:  # the file is discarded anyway
                 pass
             self._container = None
-        if self._tmp is not None:
-            self._tmp.unlink(missing_ok=True)
-            self._tmp = None
+        self._tmp = None
+        self._stage.abort()

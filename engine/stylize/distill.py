@@ -38,7 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from latentscape.errors import ConfigError, DatasetError, LatentscapeError, OutputError
+from latentscape.errors import ConfigError, DatasetError, LatentscapeError
+from latentscape.outputs import open_resumable
 from latentscape.stylize.base import Stylizer
 from latentscape.stylize.student import StudentConfig, StudentNet, save_student
 
@@ -390,6 +391,10 @@ def evaluate(student: Callable[[Tensor], Tensor], frames: Sequence[Tensor], targ
             "identity_psnr_db": sum(r[2] for r in rows) / n, "identity_ssim": sum(r[3] for r in rows) / n}
 
 
+OUTPUT_ENTRIES = ["checkpoint", "metrics.json", "scene_frames", "student.json", "student.safetensors"]
+"""What ``distill`` (and the CLI, for ``scene_frames``) writes into its ``out`` folder."""
+
+
 def distill(teacher: Stylizer | Callable[[Tensor], Tensor], frames: Sequence[Tensor], out: str | Path,
             config: DistillConfig | None = None, *, resume: bool = True, progress: bool = True,
             on_step: Callable[[int, float], None] | None = None) -> DistillResult:
@@ -403,10 +408,7 @@ def distill(teacher: Stylizer | Callable[[Tensor], Tensor], frames: Sequence[Ten
 
     cfg = (config or DistillConfig()).validate()
     out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputError(f"cannot create output folder: {err}", path=out) from None
+    open_resumable(out, command="distill", entries=OUTPUT_ENTRIES)  # never fills (or resumes in) a stranger's folder
     ckpt = out / "checkpoint"
     name = getattr(teacher, "name", type(teacher).__name__)
     version = getattr(teacher, "version", "unversioned")

@@ -42,9 +42,11 @@ def register(app: typer.Typer) -> None:
         import json
 
         from latentscape.errors import DatasetError
-        from latentscape.stylize.distill import DistillConfig, distill, load_frames
+        from latentscape.outputs import open_resumable
+        from latentscape.stylize.distill import OUTPUT_ENTRIES, DistillConfig, distill, load_frames
         from latentscape.stylize.teachers import teacher_from_spec
 
+        open_resumable(out, command="distill", entries=OUTPUT_ENTRIES)  # refuses a folder distill did not write
         folders = list(frames)
         if scene is not None:
             folder = scene / "frames"

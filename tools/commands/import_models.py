@@ -21,11 +21,16 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", help="Output folder: generator.safetensors + generator.json."),
         key: str = typer.Option("G_ema", "--key", help="Which network of a training snapshot to take."),
         max_gb: float = typer.Option(2.0, "--max-gb", help="Refuse files larger than this (GiB)."),
+        force: bool = typer.Option(False, "--force", help="Replace an --out folder an earlier import wrote."),
     ) -> None:
-        """Convert a StyleGAN3 pickle with a restricted unpickler (no code from the file runs)."""
+        """Convert a StyleGAN3 pickle with a restricted unpickler (no code from the file runs).
+
+        The folder appears complete or not at all (a failure or a full disk leaves nothing)."""
+        from latentscape.outputs import staged
         from latentscape.texture.pickle_import import import_stylegan3
 
-        G = import_stylegan3(network, out, key=key, max_bytes=int(max_gb * 2**30))
+        with staged(out, kind="dir", force=force, command="import stylegan3") as tmp:
+            G = import_stylegan3(network, tmp, key=key, max_bytes=int(max_gb * 2**30))
         cfg = G.cfg
         typer.echo(f"imported {network} [{key}] -> {out}: {cfg.img_resolution}x{cfg.img_resolution}, "
                    f"z_dim {cfg.z_dim}, w_dim {cfg.w_dim}, num_ws {cfg.num_ws}, "

@@ -119,6 +119,7 @@ def add_layer(scene: Path, *, mesh: str = "auto", name: str = "gan", offset: flo
     import tomli_w
     import torch
 
+    from latentscape.outputs import check_output, staged
     from latentscape.scene.lock import verify_lock, write_lock
     from latentscape.texture.stylegan3 import Generator, StyleGAN3Config, save_generator
 
@@ -132,6 +133,7 @@ def add_layer(scene: Path, *, mesh: str = "auto", name: str = "gan", offset: flo
     if (name in gens or any(lc.get("name") == name for lc in layers)) and not force:
         raise OutputError(f"the scene already has a generator or layer named {name!r}", path=toml_path,
                           hint="pass --force to replace it, or choose another --name")
+    check_output(scene / "generators" / name, force=force, kind="dir")  # before anything is written
     layers[:] = [lc for lc in layers if lc.get("name") != name]
     mesh_path, uv = write_mesh(mesh, scene / "meshes", name)
     torch.manual_seed(seed)
@@ -139,10 +141,10 @@ def add_layer(scene: Path, *, mesh: str = "auto", name: str = "gan", offset: flo
                                   channel_max=64, num_layers=8, num_critical=2)
     G = Generator(gcfg).eval()
     gen_dir = scene / "generators" / name
-    if gen_dir.exists():
-        shutil.rmtree(gen_dir)
     untrained = f"UNTRAINED StyleGAN3-T generator (random weights, torch seed {seed}): a stand-in for real weights"
-    save_generator(G, gen_dir, source={"kind": "untrained", "torch_seed": seed, "note": untrained})
+    # --force replaces only a generator folder latentscape wrote (its .latentscape-output marker)
+    with staged(gen_dir, kind="dir", force=force, command="demo_layer") as tmp:
+        save_generator(G, tmp, source={"kind": "untrained", "torch_seed": seed, "note": untrained})
     gens[name] = {
         "path": f"generators/{name}",
         "description": untrained + "; import real ones with `latentscape import stylegan3` into this folder",

@@ -154,6 +154,7 @@ def train_adapter(scene_dir: str | Path, look: str, out: str | Path, *, rank: in
 
     from latentscape.lora.format import save_adapter
     from latentscape.lora.targets import resolve_target
+    from latentscape.outputs import check_output, staged
     from latentscape.scene.bundle import load_scene
     from latentscape.scene.lock import sha256_file
 
@@ -173,10 +174,9 @@ def train_adapter(scene_dir: str | Path, look: str, out: str | Path, *, rank: in
         raise SceneError("not a scene bundle (no scene.toml here)", path=scene_dir,
                          hint="give a scene folder, e.g. scenes/demo")
     out = Path(out)
-    if out.exists() and not force:
-        raise OutputError("the adapter file exists", path=out, hint="pass --force to replace it")
     if out.suffix != ".safetensors":
         raise OutputError("adapters are .safetensors files", path=out, hint="name the output NAME.safetensors")
+    check_output(out, force=force, kind="file")  # --force replaces a regular file only (never a link or device)
 
     # The lock is not verified: adding adapters to a bundle changes it until `scene lock` runs.
     # The field weights this adapter belongs to are recorded by their sha256 instead.
@@ -238,8 +238,9 @@ def train_adapter(scene_dir: str | Path, look: str, out: str | Path, *, rank: in
     if not math.isfinite(loss_end):
         raise ConfigError(f"training diverged (loss {loss_end})", hint="lower --lr")
     layers = {name: (a.detach().clone(), b.detach().clone()) for name, (a, b) in lora.items()}
-    save_adapter(out, layers, alpha=alpha)
-    _add_metadata(out, {"look": look, "target": TARGET, "base_weights_sha256": sha256_file(weights),
+    with staged(out, kind="file", force=force, command="make_adapter", suffix=".safetensors") as tmp:
+        save_adapter(tmp, layers, alpha=alpha)
+        _add_metadata(tmp, {"look": look, "target": TARGET, "base_weights_sha256": sha256_file(weights),
                         "steps": str(steps), "loss": f"{loss_end:.6g}", "loss_identity": f"{loss_start:.6g}",
                         "tool": "latentscape.tools.recipes.make_adapter"})
     return AdapterReport(out, look, rank, alpha, steps, loss_start, loss_end, time.perf_counter() - t0, n)

@@ -1,0 +1,324 @@
+"""Issue 11, runtime classes: ``--force`` replaces only what latentscape wrote (3), every output
+is complete or absent after a full disk or a signal (7). Serve (5) and the plugin host (8)
+have their own sections below."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from latentscape.errors import OutputError
+from latentscape.outputs import MARKER, Staged, check_output, read_marker, staged
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from latentscape.testing import make_tiny_scene
+
+    return make_tiny_scene(tmp_path_factory.mktemp("tiny") / "scene")
+
+
+def _cli(args: list, **kw):
+    from typer.testing import CliRunner
+
+    from latentscape.tools.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args], **kw)
+
+
+# ---- class 3: --force replaces only what latentscape wrote ---------------------------------
+
+
+def test_force_refuses_folders_latentscape_did_not_write(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    with pytest.raises(OutputError, match="already exists"):
+        check_output(mine, force=False)
+    with pytest.raises(OutputError, match="no .latentscape-output marker"):
+        check_output(mine, force=True)
+    # A folder latentscape wrote, where the user added a file since: refused too.
+    with staged(tmp_path / "ours", command="test") as tmp:
+        (tmp / "frame_00000.png").write_bytes(b"png")
+    assert read_marker(tmp_path / "ours")["entries"] == ["frame_00000.png"]
+    check_output(tmp_path / "ours", force=True)  # replaceable as written
+    (tmp_path / "ours" / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match="did not write.*notes.txt"):
+        check_output(tmp_path / "ours", force=True)
+    # A forged marker that is a link to a real one does not count.
+    (mine / MARKER).symlink_to(tmp_path / "ours" / MARKER)
+    with pytest.raises(OutputError, match="marker"):
+        check_output(mine, force=True)
+    # An empty folder is fine without --force; a file where a folder goes is not replaced.
+    (tmp_path / "empty").mkdir()
+    check_output(tmp_path / "empty")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(OutputError, match="is a file"):
+        check_output(tmp_path / "afile", force=True, kind="dir")
+    assert (mine / "thesis.tex").read_text() == "years of work"
+
+
+def test_force_never_touches_cwd_parents_root_home_links_devices(tmp_path, monkeypatch):
+    work = tmp_path / "home" / "me" / "work"
+    work.mkdir(parents=True)
+    (work / "precious.txt").write_text("x")
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("HOME", str(tmp_path / "home" / "me"))
+    for target, why in ((".", "current folder"), (work, "current folder"), ("..", "home folder"),
+                        (tmp_path, "parent of the current"), ("/", "root"), ("~", "home")):
+        target = Path(target).expanduser()
+        for kind in ("dir", "file"):
+            with pytest.raises(OutputError, match=why):
+                check_output(target, force=True, kind=kind)
+    # symbolic links: to a folder latentscape wrote (outside), to a file, dangling
+    with staged(tmp_path / "render", command="test") as tmp:
+        (tmp / "f.png").write_bytes(b"x")
+    (tmp_path / "link").symlink_to(tmp_path / "render")
+    (tmp_path / "flink.mp4").symlink_to(work / "precious.txt")
+    (tmp_path / "dangling.mp4").symlink_to(tmp_path / "nowhere")
+    for link, kind in (("link", "dir"), ("flink.mp4", "file"), ("dangling.mp4", "file")):
+        with pytest.raises(OutputError, match="symbolic link"):
+            check_output(tmp_path / link, force=True, kind=kind)
+    # devices and FIFOs are never written over
+    with pytest.raises(OutputError, match="device, FIFO"):
+        check_output("/dev/null", force=True, kind="file")
+    os.mkfifo(tmp_path / "fifo.mp4")
+    with pytest.raises(OutputError, match="device, FIFO"):
+        check_output(tmp_path / "fifo.mp4", force=True, kind="file")
+    # a regular file is replaced by a single-file output; a folder is not
+    (tmp_path / "old.mp4").write_bytes(b"old")
+    check_output(tmp_path / "old.mp4", force=True, kind="file")
+    (tmp_path / "dir.mp4").mkdir()
+    (tmp_path / "dir.mp4" / "x").write_text("x")
+    with pytest.raises(OutputError, match="is a folder"):
+        check_output(tmp_path / "dir.mp4", force=True, kind="file")
+    assert (work / "precious.txt").read_text() == "x"
+
+
+def test_render_force_dot_and_foreign_folder_refused_cli(tiny, tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "keep.txt").write_text("keep")
+    monkeypatch.chdir(work)
+    args = ["render", tiny, "--orbit", "2", "--width", "8", "--height", "8", "--force"]
+    res = _cli([*args, "--out", "."])
+    assert isinstance(res.exception, OutputError) and "current folder" in str(res.exception)
+    res = _cli([*args, "--out", work])
+    assert isinstance(res.exception, OutputError)
+    assert _files(work) == ["keep.txt"]
+    # A folder latentscape rendered is replaced by --force; once the user adds a file, it is not.
+    out = tmp_path / "frames"
+    assert _cli([*args, "--out", out]).exit_code == 0
+    assert sorted(os.listdir(out)) == [MARKER, "frame_00000.png", "frame_00001.png"]
+    assert json.loads((out / MARKER).read_text())["command"] == "render"
+    assert _cli([*args[:2], "--orbit", "3", *args[4:], "--out", out]).exit_code == 0
+    assert len(list(out.glob("*.png"))) == 3
+    (out / "mine.txt").write_text("mine")
+    res = _cli([*args, "--out", out])
+    assert isinstance(res.exception, OutputError) and "mine.txt" in str(res.exception)
+    assert (out / "mine.txt").exists() and len(list(out.glob("*.png"))) == 3
+    # no --force: an existing file is kept
+    (tmp_path / "v.mp4").write_bytes(b"v")
+    res = _cli([*args[:-1], "--out", tmp_path / "v.mp4"])
+    assert isinstance(res.exception, OutputError) and "already exists" in str(res.exception)
+
+
+def test_train_import_adapter_layer_force_refused_on_foreign_outputs(tmp_path, tiny):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "data.csv").write_text("1,2")
+    # train: refused before loading the dataset (which does not even exist)
+    res = _cli(["train", tmp_path / "no-data", "--out", foreign, "--force", "--steps", "1"])
+    assert isinstance(res.exception, OutputError) and "marker" in str(res.exception)
+    # import: refused before reading the pickle
+    res = _cli(["import", "stylegan3", tmp_path / "none.pkl", "--out", foreign, "--force"])
+    assert isinstance(res.exception, OutputError) and "marker" in str(res.exception)
+    # make_adapter: a single-file output replaces only a regular file
+    from latentscape.tools.recipes.make_adapter import train_adapter
+
+    os.mkfifo(tmp_path / "pipe.safetensors")
+    with pytest.raises(OutputError, match="device, FIFO"):
+        train_adapter(tiny, "warm", tmp_path / "pipe.safetensors", force=True)
+    (tmp_path / "ln.safetensors").symlink_to(foreign / "data.csv")
+    with pytest.raises(OutputError, match="symbolic link"):
+        train_adapter(tiny, "warm", tmp_path / "ln.safetensors", force=True)
+    # demo_layer: a generator folder without the marker is not replaced by --force
+    import shutil
+
+    from latentscape.scene.lock import write_lock
+    from latentscape.tools.recipes.demo_layer import add_layer
+
+    scene = tmp_path / "scene"
+    shutil.copytree(tiny, scene)
+    (scene / "generators" / "gan").mkdir(parents=True)
+    (scene / "generators" / "gan" / "mine.bin").write_bytes(b"x")
+    write_lock(scene)
+    with pytest.raises(OutputError, match="marker"):
+        add_layer(scene, mesh="screen", name="gan", force=True)
+    assert _files(scene / "generators") == ["gan", "gan/mine.bin"]
+    assert _files(foreign) == ["data.csv"]
+
+
+def test_distill_refuses_a_foreign_folder_and_resumes_its_own(tmp_path):
+    from latentscape.outputs import open_resumable
+    from latentscape.stylize.distill import OUTPUT_ENTRIES
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "student.json").write_text("{}")  # not written by distill: no marker
+    with pytest.raises(OutputError, match="marker"):
+        open_resumable(foreign, command="distill", entries=OUTPUT_ENTRIES)
+    mine = tmp_path / "a" / "b"
+    open_resumable(mine, command="distill", entries=OUTPUT_ENTRIES)
+    (mine / "checkpoint").mkdir()
+    open_resumable(mine, command="distill", entries=OUTPUT_ENTRIES)  # resumable
+    assert read_marker(mine)["command"] == "distill"
+
+
+# ---- class 7: a full disk or a signal leaves every output complete or absent --------------
+
+
+def _enospc(*a, **k):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_png_render_disk_full_leaves_nothing(tiny, tmp_path, monkeypatch):
+    from PIL import Image
+
+    out = tmp_path / "a" / "b" / "frames"
+    n = {"saves": 0}
+    real = Image.Image.save
+
+    def save(self, fp, *a, **k):
+        n["saves"] += 1
+        if n["saves"] == 2:
+            _enospc()
+        return real(self, fp, *a, **k)
+
+    monkeypatch.setattr(Image.Image, "save", save)
+    res = _cli(["render", tiny, "--orbit", "3", "--width", "8", "--height", "8", "--out", out])
+    assert isinstance(res.exception, OutputError) and "No space left" in str(res.exception)
+    assert _files(tmp_path) == [], "partial frames or created folders left behind"
+
+
+def test_staged_output_disk_full_at_the_marker_or_rename(tmp_path, monkeypatch):
+    """Even when the last step (marker, rename) fails, the old output stays and nothing else is left."""
+    import latentscape.outputs as outputs
+
+    with staged(tmp_path / "out", command="test") as tmp:
+        (tmp / "v1").write_text("1")
+    monkeypatch.setattr(outputs, "write_marker", _enospc)
+    with pytest.raises(OutputError, match="No space left"):
+        with staged(tmp_path / "out", force=True, command="test") as tmp:
+            (tmp / "v2").write_text("2")
+    assert _files(tmp_path) == ["out", f"out/{MARKER}", "out/v1"]
+    monkeypatch.undo()
+    with pytest.raises(OutputError, match="No space left"):
+        with staged(tmp_path / "new" / "deep" / "x.bin", kind="file", command="test") as tmp:
+            tmp.write_bytes(b"part")
+            _enospc()
+    assert _files(tmp_path) == ["out", f"out/{MARKER}", "out/v1"]
+
+
+def test_train_disk_full_leaves_no_partial_bundle(tmp_path, monkeypatch):
+    import safetensors.torch
+
+    from latentscape.tools.recipes.synthetic import make_sphere_dataset
+    from latentscape.tools.training_job import run_training
+
+    data = make_sphere_dataset(tmp_path / "data", n_train=3, n_test=1, size=8)
+    monkeypatch.setattr(safetensors.torch, "save_file", _enospc)
+    out = tmp_path / "new" / "scene"
+    with pytest.raises(OutputError, match="No space left"):
+        run_training(data=data, out=out, steps=2, max_seconds=None, rays=32, levels=2, features=2,
+                     log2_hashmap_size=8, finest_resolution=16, steps_per_diagonal=16, occupancy_resolution=8,
+                     eval_every=0, downscale=1, name="t", device="cpu", backend="torch", seed=0, orbit_frames=2,
+                     force=False)
+    assert not (tmp_path / "new").exists()
+
+
+def test_import_disk_full_leaves_no_partial_folder(tmp_path, fake_official, monkeypatch):
+    import latentscape.texture.stylegan3 as sg3
+    from test_stylegan3_import import official_pickle, tiny as tiny_g
+
+    pkl = tmp_path / "net.pkl"
+    pkl.write_bytes(official_pickle(tiny_g(), fake_official))
+    real = sg3.save_generator
+
+    def half(G, out_dir, source=None):
+        Path(out_dir, "generator.safetensors").write_bytes(b"half")
+        _enospc()
+
+    monkeypatch.setattr(sg3, "save_generator", half)
+    res = _cli(["import", "stylegan3", pkl, "--out", tmp_path / "gens" / "g"])
+    assert isinstance(res.exception, OutputError) and "No space left" in str(res.exception)
+    assert _files(tmp_path) == ["net.pkl"]
+    monkeypatch.setattr(sg3, "save_generator", real)
+    assert _cli(["import", "stylegan3", pkl, "--out", tmp_path / "gens" / "g"]).exit_code == 0
+    assert read_marker(tmp_path / "gens" / "g")["command"] == "import stylegan3"
+    assert _cli(["import", "stylegan3", pkl, "--out", tmp_path / "gens" / "g", "--force"]).exit_code == 0
+
+
+from test_stylegan3_import import canary, fake_official  # noqa: E402,F401  (fixtures)
+
+
+def _limited_render(args: list, fsize: int, cwd: Path) -> subprocess.CompletedProcess:
+    """The CLI in a subprocess whose files may not grow past ``fsize`` bytes (a full disk: EFBIG)."""
+    code = ("import resource, signal, sys\n"
+            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            f"resource.setrlimit(resource.RLIMIT_FSIZE, ({fsize}, {fsize}))\n"
+            "from latentscape.tools.cli import main\n"
+            "sys.argv = ['latentscape', *sys.argv[1:]]\n"
+            "main()\n")
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          timeout=240, env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
+
+
+@pytest.mark.parametrize("out,fsize", [("new/v.mp4", 1500), ("new/hls/stream.m3u8", 1500), ("new/frames", 100)])
+def test_disk_full_render_fails_with_one_line_and_leaves_nothing(tiny, tmp_path, out, fsize):
+    """HLS used to print success over truncated segments; MP4 and PNGs left partials and folders."""
+    pytest.importorskip("av")
+    proc = _limited_render(["render", tiny, "--orbit", "12", "--width", "32", "--height", "32", "--out", out],
+                           fsize, tmp_path)
+    assert proc.returncode != 0, proc.stdout
+    assert "wrote" not in proc.stdout
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "error:" in proc.stderr
+    assert _files(tmp_path) == [], "a partial output, a 0-byte file or a created folder was left"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_during_render_removes_the_partial(tiny, tmp_path, sig):
+    pytest.importorskip("av")
+    proc = subprocess.Popen([sys.executable, "-m", "latentscape.tools.cli", "render", str(tiny), "--orbit", "4000",
+                             "--width", "8", "--height", "8", "--out", "deep/v.mp4"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list((tmp_path / "deep").glob(".v.partial-*")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        time.sleep(0.3)  # mid-render
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0 and proc.returncode > 0, (proc.returncode, err)
+    assert "Traceback" not in err, err
+    assert _files(tmp_path) == [], "the hidden partial or the created folder was left"
+
