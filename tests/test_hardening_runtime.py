@@ -322,3 +322,197 @@ def test_signal_during_render_removes_the_partial(tiny, tmp_path, sig):
     assert "Traceback" not in err, err
     assert _files(tmp_path) == [], "the hidden partial or the created folder was left"
 
+
+# ---- class 5: serve authenticates first, caps bodies, redacts secrets, confines reloads -------
+
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def _asgi(app, method: str, path: str, headers: dict, chunks: list[bytes]):
+    """One raw ASGI request; returns (status, body, number of receive() calls the app made)."""
+    import asyncio
+
+    calls = {"n": 0}
+    out = {"status": None, "body": b""}
+
+    async def receive():
+        i = calls["n"]
+        calls["n"] += 1
+        if i < len(chunks):
+            return {"type": "http.request", "body": chunks[i], "more_body": i < len(chunks) - 1}
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            out["status"] = message["status"]
+        elif message["type"] == "http.response.body":
+            out["body"] += message.get("body", b"")
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "path": path,
+             "raw_path": path.encode(), "query_string": b"", "root_path": "", "scheme": "http",
+             "server": ("testserver", 80), "client": ("127.0.0.1", 1),
+             "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]}
+    asyncio.run(app(scope, receive, send))
+    return out["status"], out["body"], calls["n"]
+
+
+@pytest.fixture(scope="module")
+def serve_scene(tmp_path_factory):
+    from latentscape.testing import make_tiny_scene
+
+    root = tmp_path_factory.mktemp("shows")
+    make_tiny_scene(root / "other")
+    return make_tiny_scene(root / "main", adapters=["warm"])
+
+
+@pytest.fixture(scope="module")
+def serve_client(serve_scene, one_thread):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+
+    from latentscape.serve import ServeConfig, create_app
+
+    cfg = ServeConfig(scene=serve_scene, width=16, height=16, orbit_frames=8, max_fps=50)
+    with TestClient(create_app(cfg, TOKEN)) as c:
+        deadline = time.monotonic() + 60
+        while c.get("/health/ready").status_code != 200:
+            assert time.monotonic() < deadline, c.get("/status").json()
+            time.sleep(0.05)
+        yield c
+
+
+def test_serve_token_checked_before_any_body_is_read(serve_scene):
+    pytest.importorskip("fastapi")
+    from latentscape.serve import MAX_BODY_BYTES, ServeConfig, create_app
+
+    app = create_app(ServeConfig(scene=serve_scene), TOKEN)  # no lifespan: nothing renders
+    big = [b"x" * (1 << 20)] * 41  # 41 MiB that must never be read
+    for path in ("/params", "/scene", "/adapters/nerf.color", "/scene/reload"):
+        for auth in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+            status, _, reads = _asgi(app, "POST", path, {"content-type": "application/json", **auth}, big)
+            assert (status, reads) == (401, 0), (path, auth)
+    # the schema and the interactive docs are not public
+    for path in ("/openapi.json", "/docs", "/redoc", "/docs/oauth2-redirect", "/nothing"):
+        assert _asgi(app, "GET", path, {}, [])[0] == 401, path
+    assert _asgi(app, "GET", "/openapi.json", AUTH, [])[0] == 200
+    assert _asgi(app, "GET", "/docs", AUTH, [])[0] == 404
+    # bodies are capped: declared too large -> 413 unread; streamed past the cap -> 413 at the cap
+    status, _, reads = _asgi(app, "POST", "/params", {**AUTH, "content-length": str(MAX_BODY_BYTES + 1)}, big)
+    assert (status, reads) == (413, 0)
+    status, _, reads = _asgi(app, "POST", "/params", AUTH, big)
+    assert status == 413 and reads == 2
+    # a body that is not declared JSON is 415, not 500
+    for ctype in ("text/plain", "application/x-www-form-urlencoded", "", "multipart/form-data; boundary=x"):
+        status, body, _ = _asgi(app, "POST", "/params", {**AUTH, "content-type": ctype}, [b'{"params": {"a": 1}}'])
+        assert status == 415, (ctype, body)
+
+
+def test_serve_status_and_logs_redact_stream_keys(serve_scene, caplog):
+    pytest.importorskip("av")
+    from latentscape.serve import Engine, ServeConfig
+    from latentscape.sinks.stream import RtmpSink, redact_url
+
+    url = "rtmp://user:hunter2@127.0.0.1:1/live/SECRETKEY?token=abc"
+    assert redact_url(url) == "rtmp://127.0.0.1:1/live/***"
+    sink = RtmpSink(url, connect_timeout_s=2.0)
+    eng = Engine(ServeConfig(scene=serve_scene))
+    eng.sinks.append(sink)
+    text = json.dumps(eng.status())
+    assert "127.0.0.1:1/live/***" in text
+    for secret in ("SECRETKEY", "hunter2", "token=abc"):
+        assert secret not in text
+    with caplog.at_level("DEBUG"), pytest.raises(OutputError) as err:
+        sink.open(16, 16, 24.0)  # nothing listens on port 1
+    for secret in ("SECRETKEY", "hunter2", "token=abc"):
+        assert secret not in str(err.value) and secret not in caplog.text
+
+
+def test_serve_scene_switch_confined_to_scene_roots(serve_client, serve_scene, tmp_path):
+    from latentscape.testing import make_tiny_scene
+
+    outside = make_tiny_scene(tmp_path / "elsewhere")  # a valid scene, but not under a root
+    (serve_scene.parent / "link").symlink_to(outside)  # a link inside the root pointing out
+    answers = []
+    for path in (str(outside), "/etc", "/no/such/dir", str(serve_scene / ".." / ".." / "x"),
+                 str(serve_scene.parent / "link"), "~", "scene\x00"):
+        r = serve_client.post("/scene", json={"path": path}, headers=AUTH)
+        assert r.status_code == 403, (path, r.text)
+        answers.append(r.json()["error"])
+    assert len(set(answers)) == 1  # the same answer whether the path exists or not
+    assert "/etc" not in json.dumps(answers)
+    r = serve_client.post("/scene", json={"path": str(serve_scene.parent / "other")}, headers=AUTH)
+    assert r.status_code == 200 and r.json()["scene"]["path"].endswith("other"), r.text
+    r = serve_client.post("/scene", json={"path": str(serve_scene)}, headers=AUTH)
+    assert r.status_code == 200
+
+
+def test_serve_token_sources_and_one_line_errors(serve_scene, tmp_path, monkeypatch):
+    pytest.importorskip("fastapi")
+    import latentscape.serve as serve_mod
+
+    seen = {}
+    monkeypatch.setattr(serve_mod, "serve", lambda cfg, host, port, token: seen.update(cfg=cfg, token=token))
+    monkeypatch.delenv("LATENTSCAPE_TOKEN", raising=False)
+    tf = tmp_path / "token"
+    tf.write_text("from-file\n")
+    assert _cli(["serve", serve_scene, "--token-file", tf]).exit_code == 0 and seen["token"] == "from-file"
+    assert seen["cfg"].roots() == [serve_scene.parent.resolve()]
+    assert _cli(["serve", serve_scene], env={"LATENTSCAPE_TOKEN": "from-env"}).exit_code == 0
+    assert seen["token"] == "from-env"
+    tf.write_text("")
+    res = _cli(["serve", serve_scene, "--token-file", tf])
+    assert "no usable token" in str(res.exception)
+    res = _cli(["serve", serve_scene, "--token-file", tmp_path / "missing"])
+    assert "cannot read the token file" in str(res.exception)
+    # without the [serve] extra: one line naming the extra
+    monkeypatch.setitem(sys.modules, "uvicorn", None)
+    res = _cli(["serve", serve_scene, "--token", "t"])
+    assert "latentscape[serve]" in str(res.exception) and "\n" in str(res.exception)
+    assert str(res.exception).count("\n") == 1  # message + fix line, no traceback
+
+
+def test_serve_unreachable_rtmp_is_one_line(serve_scene, monkeypatch):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("av")
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("the server must not start"))
+    proc_err = _cli(["serve", serve_scene, "--token", "t", "--out", "rtmp://127.0.0.1:1/live/SECRETKEY"])
+    assert isinstance(proc_err.exception, OutputError), proc_err.exception
+    assert "cannot open the stream" in str(proc_err.exception) and "SECRETKEY" not in str(proc_err.exception)
+
+
+def test_serve_request_bodies_fuzz(serve_client):
+    """Hypothesis: any body, any content type, to every POST -> 2xx or 4xx, never 5xx."""
+    pytest.importorskip("hypothesis")
+    from hypothesis import HealthCheck, assume, given, settings
+    from hypothesis import strategies as st
+
+    scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
+    values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                          max_leaves=12)
+    shaped = st.fixed_dictionaries({}, optional={"path": values, "mix": values, "fade_s": values, "params": values})
+    bodies = (values | shaped).map(lambda v: json.dumps(v, allow_nan=True).encode()) | st.binary(max_size=64)
+    ctypes = st.sampled_from(["application/json", "application/json; charset=utf-8", "text/plain", "", "application/x-www-form-urlencoded"])
+    paths = st.sampled_from(["/scene", "/params", "/adapters/nerf.color", "/adapters/x", "/scene/reload"])
+
+    def loads_the_demo(path, body):  # a valid switch to the bundled demo: seconds each, not a fuzz finding
+        try:
+            v = json.loads(body)
+        except ValueError:
+            return False
+        return path == "/scene" and isinstance(v, dict) and set(v) <= {"path"} and not v.get("path")
+
+    @settings(max_examples=120, derandomize=True, deadline=3000, suppress_health_check=list(HealthCheck))
+    @given(path=paths, body=bodies, ctype=ctypes)
+    def run(path, body, ctype):
+        assume(not loads_the_demo(path, body))
+        headers = {**AUTH, **({"Content-Type": ctype} if ctype else {})}
+        r = serve_client.post(path, content=body, headers=headers)
+        assert 200 <= r.status_code < 500, (path, body, ctype, r.status_code, r.text)
+        r.json()  # always a JSON answer
+
+    run()
+
