@@ -10,9 +10,12 @@ under a time budget. What the host does when a call goes wrong:
   fail CLOSED: an exception, a wrong return type or an overrun replaces the frame
   by the scene's slate; the frame is never shown unchecked;
 * every other hook fails OPEN: the failure is counted and logged, the frame goes on;
-* a plugin failing ``quarantine_after`` calls in a row is quarantined (no longer
-  called). A quarantined guardrail keeps failing closed (every frame is the
-  slate) unless its entry says ``on_quarantine = "skip"``.
+* a plugin failing ``quarantine_after`` calls of one hook in a row is quarantined
+  (no longer called, except for probation probes that can bring it back). A
+  quarantined guardrail keeps failing closed (every frame is the slate) unless its
+  entry says ``on_quarantine = "skip"``;
+* fail-open hooks return None (``latentscape_adapter_swap_requested``: a bool or
+  None); any other return value is a failed call.
 
 Hooks receive plain data (``FrameContext``, numpy frames, torch latents,
 :class:`SceneInfo`): a plugin running in the host's subprocess mode gets pickled

@@ -516,3 +516,177 @@ def test_serve_request_bodies_fuzz(serve_client):
 
     run()
 
+
+# ---- class 8: plugin host: per-hook counts, one stall = one failure, probation, honest audit --
+
+def _frame(value: int = 128):
+    import numpy as np
+
+    return np.full((8, 8, 3), value, np.uint8)
+
+
+class _Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+def _host(*plugins, clock=None, audit=None, **cfg):
+    from latentscape.plugin_host import HostConfig, PluginHost, PluginSpec
+
+    specs = [PluginSpec(name, obj=obj, isolation=iso) for name, obj, iso in plugins]
+    return PluginHost(specs, HostConfig(**{"slate_hold_s": 0.0, "quarantine_after": 3, **cfg}),
+                      clock=clock or time.monotonic, audit_log=audit)
+
+
+def test_guardrail_with_a_working_frame_begin_is_still_quarantined(frame_ctx):
+    from latentscape.hooks import hookimpl
+
+    class Mixed:
+        @hookimpl
+        def latentscape_frame_begin(self, ctx):
+            pass  # works every frame: must not reset check_frame's count
+
+        @hookimpl
+        def latentscape_check_frame(self, frame):
+            raise RuntimeError("broken guardrail")
+
+    h = _host(("mixed", Mixed(), "inline"), probation_after_s=0)
+    for i in range(5):
+        ctx = frame_ctx(i)
+        h.frame_begin(ctx)
+        assert (h.check_frame(ctx, _frame(200)) == 0).all()
+    st = h.plugin("mixed")
+    assert st.quarantined and st.failures == {"error": 3}
+    h.close()
+
+
+def test_one_stall_under_thread_isolation_counts_once(frame_ctx):
+    """A 1.2 s stall at 30 ms budget used to count every busy frame and quarantine the guardrail."""
+    import threading
+
+    from latentscape.hooks import hookimpl
+
+    release = threading.Event()
+
+    class Staller:
+        n = 0
+
+        @hookimpl
+        def latentscape_check_frame(self, frame):
+            self.n += 1
+            if self.n == 1:
+                release.wait(10)  # one long stall
+
+    clock = _Clock()
+    staller = Staller()
+    h = _host(("stall", staller, "thread"), clock=clock, budget_ms=30, stall_limit_s=10.0)
+    outs = []
+    for i in range(40):  # 40 frames while the first call is stuck (1.2 s of 30 fps)
+        clock.t += 0.03
+        outs.append(int(h.check_frame(frame_ctx(i), _frame(200))[0, 0, 0]))
+    st = h.plugin("stall")
+    assert not st.quarantined and st.consecutive["latentscape_check_frame"] == 1
+    assert st.failures["timeout"] == 1 and st.failures["busy"] == 39
+    assert outs == [0] * 40  # fail closed while unchecked
+    release.set()
+    time.sleep(0.1)
+    assert int(h.check_frame(frame_ctx(40), _frame(200))[0, 0, 0]) == 200  # back at once, never quarantined
+    # a stall that never ends is quarantined after stall_limit_s
+    release.clear()
+    staller.n = 0
+    for i in range(41, 45):
+        clock.t += 4.0
+        h.check_frame(frame_ctx(i), _frame(200))
+    assert st.quarantined
+    release.set()
+    h.close()
+
+
+def test_quarantined_guardrail_recovers_through_probation(frame_ctx, tmp_path):
+    from latentscape.hooks import hookimpl
+
+    class Flaky:
+        broken = True
+
+        @hookimpl
+        def latentscape_check_frame(self, frame):
+            if self.broken:
+                raise RuntimeError("down")
+
+    g = Flaky()
+    clock = _Clock()
+    audit = tmp_path / "audit.jsonl"
+    h = _host(("g", g, "thread"), clock=clock, audit=audit, probation_after_s=30, probation_every_s=5, recover_after=2)
+
+    def show(i):
+        clock.t += 1.0
+        return int(h.check_frame(frame_ctx(i), _frame(200))[0, 0, 0])
+
+    assert [show(i) for i in range(3)] == [0, 0, 0]
+    st = h.plugin("g")
+    assert st.quarantined
+    calls = st.calls
+    assert [show(i) for i in range(3, 30)] == [0] * 27 and st.calls == calls  # cool-down: not called
+    g.broken = False
+    shown = [show(i) for i in range(30, 50)]
+    # probes at +30 s (frame 32) and +35 s (frame 37) pass: back in; the probe frames stay on the slate
+    assert not st.quarantined and st.recoveries == 1
+    assert shown == [0] * 8 + [200] * 12
+    h.close()
+    events = [json.loads(line) for line in audit.read_text().splitlines()]
+    kinds = [e.get("event") for e in events if "event" in e]
+    assert kinds == ["quarantine", "probe", "probe", "recovered"]
+    # a failed probe starts over; probation_after_s = 0 means never
+    h2 = _host(("g", Flaky(), "inline"), clock=clock, probation_after_s=0)
+    for i in range(3):
+        h2.check_frame(frame_ctx(i), _frame())
+    clock.t += 1e6
+    h2.check_frame(frame_ctx(4), _frame())
+    assert h2.plugin("g").quarantined and h2.plugin("g").next_probe is None
+    h2.close()
+
+
+def test_audit_log_records_the_slate_hold_not_pass(frame_ctx, tmp_path):
+    from latentscape.hooks import Verdict, hookimpl
+
+    class BlockFirst:
+        @hookimpl
+        def latentscape_check_frame(self, ctx, frame):
+            return Verdict.block(1.0, "bad") if ctx.index == 0 else None
+
+    audit = tmp_path / "a.jsonl"
+    h = _host(("b", BlockFirst(), "inline"), audit=audit, slate_hold_s=0.5)
+    shown = [int(h.check_frame(frame_ctx(i, fps=10.0), _frame(200))[0, 0, 0]) for i in range(8)]
+    h.close()
+    assert shown == [0] * 5 + [200] * 3  # hold: frames 1-4 (t < 0.5 s) stay on the slate
+    recs = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert [r["verdict"] for r in recs] == ["block"] + ["slate_hold"] * 4 + ["pass"] * 3
+    assert [r["shown"] for r in recs] == ["slate"] * 5 + ["frame"] * 3
+    assert all(r["answer"] == "pass" for r in recs[1:5])
+
+
+def test_wrong_return_types_from_open_hooks_are_failures(frame_ctx):
+    from latentscape.hooks import SwapRequest, hookimpl
+
+    class Chatty:
+        @hookimpl
+        def latentscape_frame_begin(self, ctx):
+            return "something"
+
+        @hookimpl
+        def latentscape_adapter_swap_requested(self, request):
+            return "no"  # not False: must not veto, and counts as a failure
+
+    h = _host(("c", Chatty(), "inline"), probation_after_s=0)
+    h.frame_begin(frame_ctx(0))
+    assert h.plugin("c").failures == {"bad_return": 1}
+    assert h._call_open(h.plugin("c"), "latentscape_adapter_swap_requested",
+                        request=SwapRequest(target="t", mix={}, fade_s=0.0, source="x")) is None
+    assert h.plugin("c").failures == {"bad_return": 2}
+    for i in range(1, 4):
+        h.frame_begin(frame_ctx(i))
+    assert h.plugin("c").quarantined
+    h.close()

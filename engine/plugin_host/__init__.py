@@ -7,7 +7,11 @@ What the scene says (``scene.toml``)::
     slate = "#000000"            # colour ("#rrggbb" or [r, g, b] in 0..1) or an image file in the bundle
     audit_log = "audit.jsonl"    # JSON lines, one per guardrail decision (relative: to the bundle)
     budget_ms = 250.0            # default time budget of one hook call
-    quarantine_after = 5         # consecutive failures before a plugin is quarantined
+    quarantine_after = 5         # consecutive failures of one hook before a plugin is quarantined
+    stall_limit_s = 10.0         # a thread-isolated call still running this long quarantines
+    probation_after_s = 30.0     # then, after this cool-down (0: never), one probe call ...
+    probation_every_s = 5.0      # ... every this many seconds; recover_after good probes
+    recover_after = 3            # in a row bring the plugin back
     slate_hold_s = 1.0           # once the slate is up, keep it at least this long (frame time)
     autoload_entry_points = false  # also load every installed `latentscape` entry point
 
@@ -36,8 +40,11 @@ Isolation (per call, ``budget_ms``):
   picklable copies: ``ctx`` without ``camera`` and ``extras``.
 
 Failures (exception, wrong return type, overrun, crash) are counted per plugin and
-logged with its name. Guardrail hooks fail closed (the slate is shown), the others
-fail open. ``quarantine_after`` failures in a row quarantine the plugin.
+hook and logged with its name. Guardrail hooks fail closed (the slate is shown), the
+others fail open. ``quarantine_after`` failures of one hook in a row quarantine the
+plugin (a stall under thread isolation counts once; ``stall_limit_s`` bounds it);
+after ``probation_after_s`` it is probed once per ``probation_every_s`` and comes back
+after ``recover_after`` good probes (docs/plugins.md, "Probation and recovery").
 
 Modules: :mod:`.config` (``[guardrails]``, ``[[plugins]]``), :mod:`.loading` (import
 paths, entry points), :mod:`.runners` (the three isolations), :mod:`.controls` (what a

@@ -46,7 +46,18 @@ class HostConfig:
     budget_ms: float = 250.0
     """Default time budget of one hook call."""
     quarantine_after: int = 5
-    """Consecutive failed calls before a plugin is quarantined."""
+    """Consecutive failed calls *of one hook* before a plugin is quarantined (a working
+    hook does not reset another hook's count; a stall counts once, see ``stall_limit_s``)."""
+    stall_limit_s: float = 10.0
+    """A thread-isolated call that overran counts as one failure while it keeps running
+    (the plugin is ``busy``); still running after this many seconds, the plugin is quarantined."""
+    probation_after_s: float = 30.0
+    """Cool-down before a quarantined plugin is tried again (0: never; it stays out until the
+    scene is reloaded)."""
+    probation_every_s: float = 5.0
+    """During probation, one probe call (one frame for a guardrail) every this many seconds."""
+    recover_after: int = 3
+    """Consecutive probes answered correctly that bring a quarantined plugin back."""
     slate_hold_s: float = 1.0
     """Once shown, the slate stays at least this long (frame time), so that fail-closed
     decisions flipping frame to frame cannot themselves flash (BT.1702: <= 3 flashes/s)."""
@@ -66,6 +77,14 @@ def parse_plugin_config(config: dict, *, path: Path | str | None = None) -> tupl
         raise ConfigError("[guardrails] quarantine_after must be an integer >= 1", path=path)
     if not hc.budget_ms > 0:
         raise ConfigError("[guardrails] budget_ms must be positive", path=path)
+    if not (isinstance(hc.recover_after, int) and hc.recover_after >= 1):
+        raise ConfigError("[guardrails] recover_after must be an integer >= 1", path=path)
+    for key in ("stall_limit_s", "probation_after_s", "probation_every_s"):
+        value = getattr(hc, key)
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < float("inf")):
+            raise ConfigError(f"[guardrails] {key} must be a number of seconds >= 0, got {value!r}", path=path)
+    if not hc.probation_every_s > 0:
+        raise ConfigError("[guardrails] probation_every_s must be positive", path=path)
     entries = config.get("plugins", [])
     if isinstance(entries, dict):  # a single [plugins] table instead of [[plugins]]
         entries = [entries]

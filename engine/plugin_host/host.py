@@ -26,6 +26,12 @@ from latentscape.plugin_host.runners import CallFailed, InlineRunner, Subprocess
 
 log = logging.getLogger("latentscape.plugins")
 
+_OPEN_RETURNS: dict[str, tuple[type, ...]] = {"latentscape_adapter_swap_requested": (bool, type(None))}
+"""What a fail-open hook may return (default: None only, as docs/plugins.md says);
+anything else is a failed call (``bad_return``)."""
+_PENDING = "latentscape.audit_pending"
+"""``ctx.extras`` key: this frame's guardrail records, written once what is shown is known."""
+
 
 @dataclass
 class PluginState:
@@ -36,8 +42,17 @@ class PluginState:
     budget_s: float
     calls: int = 0
     failures: dict[str, int] = field(default_factory=dict)
-    consecutive: int = 0
+    """Failed calls by kind (error, timeout, busy, crash, bad_return), probes included."""
+    consecutive: dict[str, int] = field(default_factory=dict)
+    """Failed calls in a row, per hook: a working hook does not reset another's count."""
     quarantined: bool = False
+    quarantined_at: float | None = None
+    next_probe: float | None = None
+    """Host-clock time of the next probation probe (None: no probation)."""
+    probe_passes: int = 0
+    recoveries: int = 0
+    stall_since: float | None = None
+    """Host-clock time a thread-isolated call overran and kept running (None: no stall)."""
 
     @property
     def name(self) -> str:
@@ -165,40 +180,111 @@ class PluginHost:
 
     # ---- failure accounting
     def _failed(self, p: PluginState, hook: str, err: CallFailed) -> None:
+        """Count a failed call. Failures count per hook; a stall (a thread-isolated call that
+        overran and keeps running, making later calls ``busy``) counts once, and quarantines
+        only when it lasts ``stall_limit_s``."""
+        now = self.clock()
         with self._lock:
             p.failures[err.kind] = p.failures.get(err.kind, 0) + 1
-            p.consecutive += 1
-        log.warning("plugin %s: %s %s (%d in a row)", p.name, hook, err, p.consecutive)
-        if p.consecutive >= self.config.quarantine_after and not p.quarantined:
-            p.quarantined = True
-            msg = (f"plugin {p.name} quarantined after {p.consecutive} failed calls in a row"
-                   + (" (guardrail: every frame is now the slate)" if p.is_guardrail and p.spec.on_quarantine == "slate" else ""))
-            log.error(msg)
-            if self.audit is not None:
-                self.audit.write({"event": "quarantine", "plugin": p.name, "wall": time.time(), "failures": dict(p.failures),
-                                  "scene_version": self.scene.version})
-            try:
-                p.runner.close()
-            except Exception:  # noqa: BLE001
-                pass
+            if err.kind == "busy":
+                stalled = now - p.stall_since if p.stall_since is not None else 0.0
+                count = p.consecutive.get(hook, 0)
+                why = (f"a call still running after {stalled:.1f} s" if stalled >= self.config.stall_limit_s
+                       else None)
+            else:
+                if err.kind == "timeout" and isinstance(p.runner, ThreadRunner):
+                    p.stall_since = now
+                count = p.consecutive[hook] = p.consecutive.get(hook, 0) + 1
+                why = (f"{count} failed {hook.removeprefix('latentscape_')} calls in a row"
+                       if count >= self.config.quarantine_after else None)
+        log.warning("plugin %s: %s %s (%d in a row)", p.name, hook, err, count)
+        if why is not None and not p.quarantined:
+            self._quarantine(p, why)
 
-    def _ok(self, p: PluginState) -> None:
-        p.consecutive = 0
+    def _quarantine(self, p: PluginState, why: str) -> None:
+        now = self.clock()
+        p.quarantined = True
+        p.quarantined_at = now
+        p.probe_passes = 0
+        after = self.config.probation_after_s
+        p.next_probe = now + after if after > 0 else None
+        msg = (f"plugin {p.name} quarantined: {why}"
+               + (" (guardrail: every frame is now the slate)" if p.is_guardrail and p.spec.on_quarantine == "slate" else "")
+               + (f"; probation in {after:g} s" if after > 0 else ""))
+        log.error(msg)
+        if self.audit is not None:
+            self.audit.write({"event": "quarantine", "plugin": p.name, "wall": time.time(), "reason": why,
+                              "failures": dict(p.failures), "scene_version": self.scene.version})
+        try:
+            p.runner.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def _ok(self, p: PluginState, hook: str) -> None:
+        p.consecutive[hook] = 0
+        p.stall_since = None
+
+    def _probe_due(self, p: PluginState, hook: str) -> bool:
+        """A quarantined plugin is probed once per ``probation_every_s`` after the cool-down;
+        a guardrail only through its guardrail hooks (what it was quarantined for)."""
+        if not p.quarantined or p.next_probe is None:
+            return False
+        if p.is_guardrail and hook not in GUARDRAIL_HOOKS:
+            return False
+        return self.clock() >= p.next_probe
+
+    def _probed(self, p: PluginState, hook: str, err: CallFailed | None) -> None:
+        """Account one probation probe: ``recover_after`` good answers in a row bring the plugin back."""
+        now = self.clock()
+        if err is None:
+            p.probe_passes += 1
+        else:
+            p.failures[err.kind] = p.failures.get(err.kind, 0) + 1
+            p.probe_passes = 0
+        p.next_probe = now + self.config.probation_every_s
+        event = {"event": "probe", "plugin": p.name, "hook": hook.removeprefix("latentscape_"), "wall": time.time(),
+                 "ok": err is None, "passes": p.probe_passes, "scene_version": self.scene.version}
+        if err is not None:
+            event["failure"] = err.kind
+        if self.audit is not None:
+            self.audit.write(event)
+        if p.probe_passes >= self.config.recover_after:
+            p.quarantined = False
+            p.quarantined_at = p.next_probe = None
+            p.consecutive.clear()
+            p.stall_since = None
+            p.probe_passes = 0
+            p.recoveries += 1
+            log.warning("plugin %s back from quarantine after %d good probes", p.name, self.config.recover_after)
+            if self.audit is not None:
+                self.audit.write({"event": "recovered", "plugin": p.name, "wall": time.time(),
+                                  "scene_version": self.scene.version})
 
     def _invoke(self, p: PluginState, hook: str, **kwargs) -> Any:
         p.calls += 1
         return p.runner.call(hook, kwargs, p.budget_s)
 
     def _call_open(self, p: PluginState, hook: str, **kwargs) -> Any:
-        """A fail-open call: errors are counted and logged, None is returned."""
-        if p.quarantined or hook not in p.hooks:
+        """A fail-open call: errors and wrong return types are counted and logged, None is
+        returned. A quarantined plugin is called only for a probation probe."""
+        if hook not in p.hooks:
+            return None
+        probing = p.quarantined
+        if probing and not self._probe_due(p, hook):
             return None
         try:
             out = self._invoke(p, hook, **kwargs)
+            allowed = _OPEN_RETURNS.get(hook, (type(None),))
+            if not isinstance(out, allowed):
+                names = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
+                raise CallFailed("bad_return", f"returned {type(out).__name__}, not {names}")
         except CallFailed as err:
-            self._failed(p, hook, err)
+            self._probed(p, hook, err) if probing else self._failed(p, hook, err)
             return None
-        self._ok(p)
+        if probing:
+            self._probed(p, hook, None)
+            return None  # a probe's answer is not acted on
+        self._ok(p, hook)
         return out
 
     # ---- FrameHooks
@@ -254,14 +340,17 @@ class PluginHost:
                 self._slate_until = ctx.time + self.config.slate_hold_s
             ctx.extras[SLATED] = blocked
             self.counters["slated"] += 1
+            self._flush_audit(ctx, "slate", held=blocked == "slate hold")
             return self.slate(rgb.shape[0], rgb.shape[1])
         self._slate_until = None
+        self._flush_audit(ctx, "frame")
         return current
 
     def frame_end(self, ctx, frame) -> None:
         rgb = getattr(frame, "rgb", frame)
         for p in self.plugins:
             self._call_open(p, "latentscape_frame_end", ctx=ctx, frame=rgb, stats=dict(ctx.stats))
+        self._flush_audit(ctx, None)  # records of a frame that never reached check_frame
         if self.audit is not None:
             self.audit.flush()
 
@@ -269,37 +358,50 @@ class PluginHost:
     def _guard(self, p: PluginState, hook: str, ctx, value, check: Callable[[Any], str | None]):
         """One fail-closed guardrail call -> (verdict, replacement, score, reason).
         verdict: pass, replace, block, or the failure kind (error, timeout, busy, crash,
-        bad_return, quarantined): anything but pass/replace means the slate."""
+        bad_return, quarantined): anything but pass/replace means the slate.
+
+        A quarantined guardrail is not called, except for a probation probe; a probe's
+        answer is recorded but not acted on (the frame stays as quarantine says)."""
         if p.quarantined:
+            note = ""
+            if self._probe_due(p, hook):
+                verdict, _, _, reason, err = self._guard_call(p, hook, ctx, value, check)
+                self._probed(p, hook, err)
+                note = (f"; probation probe {'answered ' + verdict if err is None else 'failed: ' + verdict}"
+                        + (", back from quarantine" if not p.quarantined else ""))
             if p.spec.on_quarantine == "skip":
-                return "pass", None, None, "quarantined, skipped"
-            return "quarantined", None, None, "guardrail is quarantined"
+                return "pass", None, None, "quarantined, skipped" + note
+            return "quarantined", None, None, "guardrail is quarantined" + note
+        verdict, out, score, reason, err = self._guard_call(p, hook, ctx, value, check)
+        if err is not None:
+            self._failed(p, hook, err)
+        else:
+            self._ok(p, hook)
+        return verdict, out, score, reason
+
+    def _guard_call(self, p: PluginState, hook: str, ctx, value, check: Callable[[Any], str | None]):
+        """Call a guardrail hook and judge its answer -> (verdict, replacement, score, reason, failure)."""
         try:
             out = self._invoke(p, hook, ctx=ctx, **({"frame": value} if hook == "latentscape_check_frame" else {"latents": value}))
         except CallFailed as err:
-            self._failed(p, hook, err)
-            return err.kind, None, None, err.detail
+            return err.kind, None, None, err.detail, err
         if out is None:
-            self._ok(p)
-            return "pass", None, None, ""
+            return "pass", None, None, "", None
         if not isinstance(out, Verdict) or out.action not in ("pass", "replace", "block"):
-            self._failed(p, hook, CallFailed("bad_return", f"returned {type(out).__name__}, not a Verdict or None"))
-            return "bad_return", None, None, f"returned {type(out).__name__}"
+            err = CallFailed("bad_return", f"returned {type(out).__name__}, not a Verdict or None")
+            return "bad_return", None, None, f"returned {type(out).__name__}", err
         score = out.score
         if score is not None and not isinstance(score, (int, float)):
             score = None
         if out.action == "replace":
             problem = check(out.value)
             if problem is not None:
-                self._failed(p, hook, CallFailed("bad_return", problem))
-                return "bad_return", None, score, problem
+                return "bad_return", None, score, problem, CallFailed("bad_return", problem)
             value = out.value
             if isinstance(value, np.ndarray):
                 value = value.copy()  # the plugin must not change it after the fact
-            self._ok(p)
-            return "replace", value, score, out.reason
-        self._ok(p)
-        return out.action, None, score, out.reason
+            return "replace", value, score, out.reason, None
+        return out.action, None, score, out.reason, None
 
     def add_verdict_listener(self, fn: Callable[[dict], None]) -> None:
         """Call ``fn(record)`` for every guardrail decision (the audit record: frame, time,
@@ -314,6 +416,24 @@ class PluginHost:
                   "hook": hook.removeprefix("latentscape_"), "verdict": verdict,
                   "score": None if score is None else float(score), "reason": reason,
                   "scene_version": ctx.scene_version, "adapters": dict(ctx.adapters)}
+        ctx.extras.setdefault(_PENDING, []).append(record)
+
+    def _flush_audit(self, ctx, shown: str | None, *, held: bool = False) -> None:
+        """Write this frame's guardrail records with what was shown (``shown``: "frame" or
+        "slate"). On a frame the slate hold kept on the slate, each record's ``verdict`` is
+        ``slate_hold`` and ``answer`` keeps what the plugin said: the log never says ``pass``
+        for a frame nobody saw."""
+        records = ctx.extras.pop(_PENDING, None)
+        if not records:
+            return
+        for record in records:
+            record["shown"] = shown
+            if held:
+                record["answer"] = record["verdict"]
+                record["verdict"] = "slate_hold"
+            self._emit(record)
+
+    def _emit(self, record: dict) -> None:
         if self.audit is not None:
             self.audit.write(record)
         for fn in self._verdict_listeners:
@@ -392,9 +512,10 @@ class PluginHost:
 
     # ---- reporting, shutdown
     def report(self) -> dict[str, dict]:
-        """Per plugin: calls, failures by kind, quarantined."""
+        """Per plugin: calls, failures by kind, quarantined, recoveries (from quarantine), probe_passes."""
         return {p.name: {"calls": p.calls, "failures": dict(p.failures), "quarantined": p.quarantined,
-                         "isolation": p.spec.isolation, "guardrail": p.is_guardrail} for p in self.plugins}
+                         "isolation": p.spec.isolation, "guardrail": p.is_guardrail, "recoveries": p.recoveries,
+                         "probe_passes": p.probe_passes} for p in self.plugins}
 
     def plugin(self, name: str) -> PluginState:
         for p in self.plugins:

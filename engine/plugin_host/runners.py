@@ -64,15 +64,22 @@ class ThreadRunner(InlineRunner):
 
     def __init__(self, impls, argnames, name: str):
         super().__init__(impls, argnames)
+        self.name = name
+        self._call_lock = threading.Lock()
+        self._start()
+
+    def _start(self) -> None:
+        """A fresh worker (at init, and for the first call after ``close()``: probation)."""
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._pending: _Job | None = None
-        self._call_lock = threading.Lock()
-        self._thread = threading.Thread(target=self._work, name=f"plugin:{name}", daemon=True)
+        self._closed = False
+        self._thread = threading.Thread(target=self._work, args=(self._q,), name=f"plugin:{self.name}", daemon=True)
         self._thread.start()
 
-    def _work(self) -> None:
+    @staticmethod
+    def _work(q: queue.SimpleQueue) -> None:
         while True:
-            job = self._q.get()
+            job = q.get()
             if job is None:
                 return
             try:
@@ -86,6 +93,8 @@ class ThreadRunner(InlineRunner):
         if not self._call_lock.acquire(timeout=timeout):
             raise CallFailed("busy", "another call to it did not finish within the budget")
         try:
+            if self._closed:
+                self._start()  # a stalled old worker, if any, finishes on its own and exits
             if self._pending is not None and not self._pending.done.is_set():
                 raise CallFailed("busy", "its previous call is still running")
             job = _Job(self.impls[hook], {a: kwargs[a] for a in self.argnames[hook]})
@@ -101,6 +110,7 @@ class ThreadRunner(InlineRunner):
         return job.result
 
     def close(self) -> None:
+        self._closed = True
         self._q.put(None)
 
 
