@@ -146,7 +146,7 @@ def test_generate_cli_end_to_end(tmp_path):
     res = CliRunner().invoke(app, ["generate", str(tmp_path / "g"), "--seeds", "0-1,5", "--psi", "0.7",
                                    "--out", str(tmp_path / "out"), "--raw", "--noise-mode", "const"])
     assert res.exit_code == 0, res.output
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.name != ".latentscape-output") == [
         "seed0000.npy", "seed0000.png", "seed0001.npy", "seed0001.png", "seed0005.npy", "seed0005.png"]
     raw = np.load(tmp_path / "out" / "seed0005.npy")
     assert raw.shape == (1, 3, 32, 32) and raw.dtype == np.float32

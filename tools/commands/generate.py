@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from latentscape.errors import ConfigError, OutputError
+from latentscape.errors import ConfigError
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -50,14 +50,17 @@ def register(app: typer.Typer) -> None:
         raw: bool = typer.Option(False, "--raw", help="Also write float32 .npy (NCHW, about [-1, 1])."),
         noise_mode: str = typer.Option("const", "--noise-mode", help="const | random | none (no effect in SG3)."),
         class_idx: int = typer.Option(None, "--class", help="Class label for conditional generators."),
+        force: bool = typer.Option(False, "--force", help="Replace an --out folder an earlier generate wrote."),
     ) -> None:
-        """Write seedNNNN.png (and seedNNNN.npy with --raw) for each seed."""
+        """Write seedNNNN.png (and seedNNNN.npy with --raw) for each seed (the folder appears when complete)."""
         import numpy as np
         import torch
         from PIL import Image
 
+        from latentscape.outputs import check_output, staged
         from latentscape.texture.stylegan3 import NOISE_MODES, load_generator
 
+        check_output(out, force=force, kind="dir")
         if noise_mode not in NOISE_MODES:
             raise ConfigError(f"--noise-mode must be one of {', '.join(NOISE_MODES)}, got {noise_mode!r}")
         seed_list = parse_seeds(seeds)
@@ -68,18 +71,16 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError(f"this generator is conditional: pass --class in [0, {G.c_dim})")
             c = torch.zeros(1, G.c_dim)
             c[0, class_idx] = 1
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise OutputError(f"cannot create output folder: {err.strerror}", path=out) from None
+        with staged(out, kind="dir", force=force, command="generate") as tmp:
+            for seed in seed_list:
+                z = seed_to_z(seed, G.z_dim)
+                with torch.no_grad():
+                    ws = G.mapping(z, c, truncation_psi=psi, truncation_cutoff=trunc_cutoff)
+                    img = G.synthesis(ws, noise_mode=noise_mode)  # [1, C, H, W]
+                if raw:
+                    np.save(tmp / f"seed{seed:04d}.npy", img.numpy().astype(np.float32))
+                u8 = (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8)[0].numpy()
+                Image.fromarray(u8[:, :, 0] if u8.shape[2] == 1 else u8, "L" if u8.shape[2] == 1 else "RGB").save(
+                    tmp / f"seed{seed:04d}.png")
         for seed in seed_list:
-            z = seed_to_z(seed, G.z_dim)
-            with torch.no_grad():
-                ws = G.mapping(z, c, truncation_psi=psi, truncation_cutoff=trunc_cutoff)
-                img = G.synthesis(ws, noise_mode=noise_mode)  # [1, C, H, W]
-            if raw:
-                np.save(out / f"seed{seed:04d}.npy", img.numpy().astype(np.float32))
-            u8 = (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8)[0].numpy()
-            Image.fromarray(u8[:, :, 0] if u8.shape[2] == 1 else u8, "L" if u8.shape[2] == 1 else "RGB").save(
-                out / f"seed{seed:04d}.png")
             typer.echo(f"seed {seed} -> {out / f'seed{seed:04d}.png'}")
