@@ -16,9 +16,12 @@ from pathlib import Path
 import pytest
 
 from latentscape.errors import OutputError
-from latentscape.outputs import MARKER, Staged, check_output, read_marker, staged
+from latentscape.outputs import MARKER, check_output, read_marker, staged
 
-ROOT = Path(__file__).resolve().parents[1]
+import test_stylegan3_import as _sg3_import  # noqa: E402  (its fixtures: a pickle laid out as the official one)
+
+canary = _sg3_import.canary
+fake_official = _sg3_import.fake_official
 
 
 def _files(root: Path) -> list[str]:
@@ -253,7 +256,7 @@ def test_train_disk_full_leaves_no_partial_bundle(tmp_path, monkeypatch):
 
 def test_import_disk_full_leaves_no_partial_folder(tmp_path, fake_official, monkeypatch):
     import latentscape.texture.stylegan3 as sg3
-    from test_stylegan3_import import official_pickle, tiny as tiny_g
+    official_pickle, tiny_g = _sg3_import.official_pickle, _sg3_import.tiny
 
     pkl = tmp_path / "net.pkl"
     pkl.write_bytes(official_pickle(tiny_g(), fake_official))
@@ -272,8 +275,6 @@ def test_import_disk_full_leaves_no_partial_folder(tmp_path, fake_official, monk
     assert read_marker(tmp_path / "gens" / "g")["command"] == "import stylegan3"
     assert _cli(["import", "stylegan3", pkl, "--out", tmp_path / "gens" / "g", "--force"]).exit_code == 0
 
-
-from test_stylegan3_import import canary, fake_official  # noqa: E402,F401  (fixtures)
 
 
 def _limited_render(args: list, fsize: int, cwd: Path) -> subprocess.CompletedProcess:
