@@ -79,8 +79,8 @@ class ServeConfig:
     outputs: list[str] = field(default_factory=list)
     """Live outputs (rtmp://..., DIR/stream.m3u8, NAME.fmp4.mp4) fed with every frame."""
     scene_roots: list[Path] | None = None
-    """Folders ``POST /scene`` may load scenes from (None: the folder holding ``scene``);
-    the bundled demo is always allowed."""
+    """Folders ``POST /scene`` may load scenes from, themselves or anything under them
+    (None: the served scene's own folder only); the bundled demo is always allowed."""
 
     def roots(self) -> list[Path]:
         """The resolved scene roots."""
@@ -89,7 +89,7 @@ class ServeConfig:
         if self.scene_roots is not None:
             roots = list(self.scene_roots)
         else:
-            roots = [Path(self.scene).resolve().parent] if self.scene is not None else [demo_scene_path().parent]
+            roots = [Path(self.scene)] if self.scene is not None else [demo_scene_path()]
         return [Path(r).expanduser().resolve() for r in roots]
 
 
@@ -242,7 +242,7 @@ class Engine:
         if real == demo_scene_path().resolve():
             return real
         for root in self.cfg.roots():
-            if real != root and real.is_relative_to(root):
+            if real.is_relative_to(root):
                 return real
         return None
 

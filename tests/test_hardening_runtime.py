@@ -375,7 +375,8 @@ def serve_client(serve_scene, one_thread):
 
     from latentscape.serve import ServeConfig, create_app
 
-    cfg = ServeConfig(scene=serve_scene, width=16, height=16, orbit_frames=8, max_fps=50)
+    cfg = ServeConfig(scene=serve_scene, width=16, height=16, orbit_frames=8, max_fps=50,
+                      scene_roots=[serve_scene.parent])
     with TestClient(create_app(cfg, TOKEN)) as c:
         deadline = time.monotonic() + 60
         while c.get("/health/ready").status_code != 200:
@@ -459,6 +460,8 @@ def test_serve_token_sources_and_one_line_errors(serve_scene, tmp_path, monkeypa
     tf = tmp_path / "token"
     tf.write_text("from-file\n")
     assert _cli(["serve", serve_scene, "--token-file", tf]).exit_code == 0 and seen["token"] == "from-file"
+    assert seen["cfg"].roots() == [serve_scene.resolve()]  # default: only the served scene (and the demo)
+    assert _cli(["serve", serve_scene, "--token", "t", "--scene-root", serve_scene.parent]).exit_code == 0
     assert seen["cfg"].roots() == [serve_scene.parent.resolve()]
     assert _cli(["serve", serve_scene], env={"LATENTSCAPE_TOKEN": "from-env"}).exit_code == 0
     assert seen["token"] == "from-env"

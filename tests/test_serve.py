@@ -122,7 +122,7 @@ def test_failed_reload_keeps_the_old_scene(client, scene):
     assert after["frames"] > frames and after["scene"] == before["scene"]  # still rendering the old scene
     assert client.get("/health/ready").status_code == 200
     assert 'latentscape_scene_loads_total{result="failed"} 1.0' in client.get("/metrics").text
-    r = client.post("/scene", json={"path": str(scene.parent / "missing")}, headers=AUTH)
+    r = client.post("/scene", json={"path": str(scene / "missing")}, headers=AUTH)  # inside the scene root
     assert r.status_code == 422
     lock.write_bytes(good)
     r = client.post("/scene/reload", headers=AUTH)

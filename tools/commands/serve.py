@@ -61,8 +61,8 @@ def register(app: typer.Typer) -> None:
                                                           "random one, printed).")] = None,
         token_file: Annotated[Optional[Path], typer.Option(help="File whose first line is the bearer token.")] = None,
         scene_root: Annotated[Optional[list[Path]], typer.Option(
-            "--scene-root", help="Folder POST /scene may load scenes from; repeatable (default: the folder holding "
-                                 "SCENE; the bundled demo is always allowed).")] = None,
+            "--scene-root", help="Folder POST /scene may load scenes from (it or anything under it); repeatable "
+                                 "(default: SCENE itself; the bundled demo is always allowed).")] = None,
         width: Annotated[int, typer.Option(help="Render width.")] = 128,
         height: Annotated[int, typer.Option(help="Render height.")] = 128,
         orbit: Annotated[int, typer.Option(help="Frames in one orbit of the scene.")] = 120,
