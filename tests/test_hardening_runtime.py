@@ -643,7 +643,18 @@ def test_quarantined_guardrail_recovers_through_probation(frame_ctx, tmp_path):
     events = [json.loads(line) for line in audit.read_text().splitlines()]
     kinds = [e.get("event") for e in events if "event" in e]
     assert kinds == ["quarantine", "probe", "probe", "recovered"]
-    # a failed probe starts over; probation_after_s = 0 means never
+    # cool-down 30 s, then failed probes back off (10, 20, 40 s); probation_after_s = 0 means never
+    h3 = _host(("g", Flaky(), "inline"), clock=clock, probation_after_s=30, probation_every_s=5)
+    probe_times = []
+    for i in range(200):
+        clock.t += 1.0
+        before = h3.plugin("g").calls
+        h3.check_frame(frame_ctx(i), _frame())
+        if h3.plugin("g").quarantined and h3.plugin("g").calls > before:
+            probe_times.append(clock.t)
+    h3.close()
+    # (the first time is the quarantining call itself)
+    assert [b - a for a, b in zip(probe_times, probe_times[1:])][:4] == [30.0, 10.0, 20.0, 40.0], probe_times
     h2 = _host(("g", Flaky(), "inline"), clock=clock, probation_after_s=0)
     for i in range(3):
         h2.check_frame(frame_ctx(i), _frame())

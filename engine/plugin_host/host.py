@@ -26,6 +26,8 @@ from latentscape.plugin_host.runners import CallFailed, InlineRunner, Subprocess
 
 log = logging.getLogger("latentscape.plugins")
 
+MAX_PROBE_WAIT_S = 600.0
+"""Longest wait between two failed probation probes."""
 _OPEN_RETURNS: dict[str, tuple[type, ...]] = {"latentscape_adapter_swap_requested": (bool, type(None))}
 """What a fail-open hook may return (default: None only, as docs/plugins.md says);
 anything else is a failed call (``bad_return``)."""
@@ -50,6 +52,8 @@ class PluginState:
     next_probe: float | None = None
     """Host-clock time of the next probation probe (None: no probation)."""
     probe_passes: int = 0
+    probe_wait: float = 0.0
+    """Seconds to the next probe after a failed one (doubles, up to :data:`MAX_PROBE_WAIT_S`)."""
     recoveries: int = 0
     stall_since: float | None = None
     """Host-clock time a thread-isolated call overran and kept running (None: no stall)."""
@@ -206,6 +210,7 @@ class PluginHost:
         p.quarantined = True
         p.quarantined_at = now
         p.probe_passes = 0
+        p.probe_wait = self.config.probation_every_s
         after = self.config.probation_after_s
         p.next_probe = now + after if after > 0 else None
         msg = (f"plugin {p.name} quarantined: {why}"
@@ -238,10 +243,15 @@ class PluginHost:
         now = self.clock()
         if err is None:
             p.probe_passes += 1
+            p.probe_wait = self.config.probation_every_s
         else:
             p.failures[err.kind] = p.failures.get(err.kind, 0) + 1
             p.probe_passes = 0
-        p.next_probe = now + self.config.probation_every_s
+            # failed probes back off: a plugin that stays broken (a subprocess worker is
+            # restarted for each probe) costs less and less
+            p.probe_wait = min(max(p.probe_wait, self.config.probation_every_s) * 2,
+                               max(MAX_PROBE_WAIT_S, self.config.probation_every_s))
+        p.next_probe = now + (self.config.probation_every_s if err is None else p.probe_wait)
         event = {"event": "probe", "plugin": p.name, "hook": hook.removeprefix("latentscape_"), "wall": time.time(),
                  "ok": err is None, "passes": p.probe_passes, "scene_version": self.scene.version}
         if err is not None:
