@@ -410,20 +410,24 @@ class _FileStreamSink(_EncodedStreamSink):
         import av
 
         try:
-            if getattr(self, "list_size", 0):
-                listed = [line.strip() for line in self.path.read_text().splitlines()
-                          if line.strip() and not line.startswith("#")]
-                if not listed or any((self.path.parent / n).stat().st_size == 0 for n in listed):
-                    raise OSError("a listed segment is empty")
-                return
-            with av.open(str(self.path)) as c:
-                got = sum(1 for p in c.demux(video=0) if p.size)
-        except (OSError, av.FFmpegError, ValueError, IndexError) as err:
+            got = self._count_packets()
+        except (OSError, av.FFmpegError, ValueError, IndexError, UnicodeDecodeError) as err:
             self._error = err
             return
-        if got < self._packets:
+        if got is not None and got < self._packets:
             self._error = OSError(errno.EIO, f"only {got} of {self._packets} packets reached the disk "
                                              "(disk full or write error)")
+
+    @staticmethod
+    def _demuxed(path: Path, fmt: str | None = None) -> int:
+        import av
+
+        with av.open(str(path), format=fmt) as c:
+            return sum(1 for p in c.demux(video=0) if p.size)
+
+    def _count_packets(self) -> int | None:
+        """Video packets on disk (None: not countable, already checked otherwise)."""
+        return self._demuxed(self.path, "mp4")
 
     def _discard_files(self) -> None:
         if not self._started:
@@ -452,6 +456,19 @@ class HlsSink(_FileStreamSink):
         self.segment_s, self.list_size, self.fmp4 = segment_s, list_size, fmp4
         kw.setdefault("gop_s", segment_s)
         super().__init__(playlist, overwrite=overwrite, **kw)
+
+    def _count_packets(self) -> int | None:
+        text = self.path.read_text()
+        listed = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+        if not listed or any((self.path.parent / n).stat().st_size == 0 for n in listed):
+            raise OSError(errno.EIO, "the playlist lists no segments, or an empty one")
+        if self.list_size:
+            return None  # old segments were deleted: only what is listed can be checked
+        if "#EXT-X-MAP" in text:  # fMP4 segments need their init segment: read through the playlist
+            return self._demuxed(self.path, "hls")
+        # MPEG-TS segments one by one: FFmpeg's probe of a playlist whose first segment is
+        # tiny can fail, a stand-alone segment's does not
+        return sum(self._demuxed(self.path.parent / n, "mpegts") for n in listed)
 
     def _own_files(self) -> list[Path]:
         folder, stem = self.path.parent, self.path.stem
