@@ -203,24 +203,23 @@ class TorchHashEncoding(nn.Module):
         self.register_buffer("primes", torch.tensor([1, 2654435761, 805459861], dtype=torch.int64), persistent=False)
         self.hash_table = nn.Parameter(torch.zeros(self.table_size * num_levels, features_per_level))
 
-    def _hash(self, c: torch.Tensor) -> torch.Tensor:
-        c = c * self.primes
-        h = torch.bitwise_xor(torch.bitwise_xor(c[..., 0], c[..., 1]), c[..., 2])
-        return h % self.table_size + self.offsets
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scaled = x[..., None, :] * self.scalings.view(-1, 1)  # [N, L, 3]
-        sc = torch.ceil(scaled).to(torch.int64)
-        sf = torch.floor(scaled).to(torch.int64)
+        sf = torch.floor(scaled)
         off = scaled - sf
+        fi = sf.to(torch.int64)
+        ci = torch.ceil(scaled).to(torch.int64)
+        # (cx*p0 ^ cy*p1 ^ cz*p2) mod T with T a power of two: mask each term first (the mask
+        # distributes over XOR; coordinates are >= 0), then XOR the 8 corners in int32.
+        mask = self.table_size - 1
+        h = [[((v[..., k] * int(self.primes[k])) & mask).to(torch.int32) for v in (ci, fi)] for k in range(3)]
+        (xc, xf), (yc, yf), (zc, zf) = h
+        base = self.offsets.to(torch.int32)
+        idx = torch.stack([xc ^ yc ^ zc, xc ^ yf ^ zc, xf ^ yf ^ zc, xf ^ yc ^ zc,
+                           xc ^ yc ^ zf, xc ^ yf ^ zf, xf ^ yf ^ zf, xf ^ yc ^ zf], -1) + base[:, None]
+        f = self.hash_table[idx]  # [N, L, 8, F]; corners in nerfstudio's order f_0 .. f_7
+        f0, f1, f2, f3, f4, f5, f6, f7 = f.unbind(-2)
         ox, oy, oz = off[..., 0:1], off[..., 1:2], off[..., 2:3]
-        t = self.hash_table
-
-        def f(ix, iy, iz):
-            return t[self._hash(torch.stack((ix[..., 0], iy[..., 1], iz[..., 2]), -1))]
-
-        f0, f1, f2, f3 = f(sc, sc, sc), f(sc, sf, sc), f(sf, sf, sc), f(sf, sc, sc)
-        f4, f5, f6, f7 = f(sc, sc, sf), f(sc, sf, sf), f(sf, sf, sf), f(sf, sc, sf)
         f03 = f0 * ox + f3 * (1 - ox)
         f12 = f1 * ox + f2 * (1 - ox)
         f56 = f5 * ox + f6 * (1 - ox)
