@@ -232,8 +232,9 @@ def load_checkpoint(path: Path, max_bytes: int = MAX_CKPT_BYTES) -> dict:
             ck = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         text = str(err)
-        m = re.search(r"(Unsupported global: GLOBAL [^\s]+|Unsupported operand \d+|[^\n]*refused[^\n]*)", text)
-        what = m.group(1) if m else text.strip().splitlines()[-1][:200]
+        m = re.search(r"(unsupported GLOBAL [^\s]+|Unsupported global: GLOBAL [^\s]+|Unsupported operand \d+"
+                      r"|[^\n]*refused[^\n]*|[^\n]*(?:blocked|not an allowed)[^\n]*)", text, re.IGNORECASE)
+        what = m.group(1) if m else "it holds objects other than tensors and plain containers"
         raise UnsafeFileError(f"refuses to unpickle the checkpoint: {what}", path=path,
                               hint="only tensors and plain containers are read; use the checkpoint nerfstudio wrote") from None
     except (RuntimeError, OSError, EOFError, ValueError, AttributeError) as err:
