@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -71,7 +72,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="ns-bench-"))
+    try:
+        return _run(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
+
+def _run(args, work: Path) -> dict:
     import torch
 
     from latentscape.render.camera_path import load_camera_path
@@ -79,7 +87,6 @@ def main(argv: list[str] | None = None) -> dict:
     from latentscape.scene import load_scene
     from latentscape.scene.nerfstudio import import_nerfstudio
 
-    work = Path(tempfile.mkdtemp(prefix="ns-bench-"))
     t0 = time.perf_counter()
     bundle = import_nerfstudio(args.run, work / "scene")
     import_s = time.perf_counter() - t0
