@@ -69,8 +69,9 @@ def test_render_matches_ns_render_per_view(imported):
 def test_cli_import_and_render_camera_path(tmp_path, capsys):
     """The commands a user runs: import, then `latentscape render --camera-path` of nerfstudio's path."""
     scene = tmp_path / "duck"
-    code, out, err = _cli(capsys, "import", "nerfstudio", RUN, "--out", scene)
+    code, out, err = _cli(capsys, "import", "nerfstudio", RUN, "--out", scene, "--camera-path", FIXTURE / "camera_path.json")
     assert code == 0, err
+    assert load_scene(scene).default_camera == "camera_path"
     assert "nerfacto (torch hash grid" in out
     assert (scene / "scene.lock").is_file() and (scene / "field.safetensors").is_file()
     toml = (scene / "scene.toml").read_text()

@@ -423,9 +423,15 @@ def read_dataparser_transforms(path: Path) -> tuple[list[list[float]], float]:
     return t, scale
 
 
-def import_nerfstudio(run: str | Path, out: str | Path, *, step: int | None = None, appearance: str = "mean",
-                      overwrite: bool = False, name: str | None = None) -> Path:
-    """Read a nerfstudio nerfacto run folder and write a latentscape scene bundle at ``out``."""
+def import_nerfstudio(run: str | Path, out: str | Path, *, step: int | None = None, appearance: str | None = None,
+                      overwrite: bool = False, name: str | None = None, camera_paths: list[Path] | None = None) -> Path:
+    """Read a nerfstudio nerfacto run folder and write a latentscape scene bundle at ``out``.
+
+    ``camera_paths``: nerfstudio camera_path.json files to carry as the bundle's named camera paths
+    (``cameras/<stem>.json``; the first is the default).
+
+    ``appearance``: "mean", "zeros" or a training-image index; None renders as ``ns-render`` does
+    (the mean embedding, or zeros when the run set ``use_average_appearance_embedding`` false)."""
     from safetensors.torch import save_file
 
     from latentscape.scene.bundle import SCENE_FORMAT
@@ -451,14 +457,20 @@ def import_nerfstudio(run: str | Path, out: str | Path, *, step: int | None = No
     aabb = state.get("_model.field.aabb")
     if aabb is not None and aabb.numel() == 6:
         ncfg.aabb = [float(v) for v in aabb.reshape(-1).tolist()]
-    try:
-        appearance_index(appearance, ncfg.num_images if ncfg.appearance_embed_dim > 0 else 0)
-    except ValueError as err:
-        raise ConfigError(f"--appearance: {err}") from None
-    if appearance != "mean" or ncfg.appearance_embed_dim > 0:
-        ncfg.appearance = appearance if appearance != "mean" else ncfg.appearance
+    if appearance is not None:
+        try:
+            appearance_index(appearance, ncfg.num_images if ncfg.appearance_embed_dim > 0 else 0)
+        except ValueError as err:
+            raise ConfigError(f"--appearance: {err}", path=ckpt) from None
+        ncfg.appearance = str(appearance)
     tensors = map_state(state, ncfg, ckpt)
     build_field(ncfg, tensors, ckpt)  # every name, shape and value checked before anything is written
+    from latentscape.render.camera_path import load_camera_path
+
+    cams = {}
+    for p in camera_paths or []:
+        load_camera_path(p)  # checked now, copied verbatim
+        cams[Path(p).stem] = Path(p).read_bytes()
     step_value = int(re.sub(r"\D", "", ckpt.stem) or 0)
     bg = {"white": [1.0, 1.0, 1.0], "black": [0.0, 0.0, 0.0], "random": [0.0, 0.0, 0.0], "last_sample": [1.0, 1.0, 1.0]}[ncfg.background_color]
 
@@ -490,8 +502,13 @@ def import_nerfstudio(run: str | Path, out: str | Path, *, step: int | None = No
                 },
             },
             "render": {"background": bg, "width": 256, "height": 256, "fps": 24.0},
-            "cameras": {"paths": {}},
+            "cameras": {"paths": {n: f"cameras/{n}.json" for n in cams}},
         }
+        if cams:
+            toml["cameras"]["default"] = next(iter(cams))
+            (tmp / "cameras").mkdir()
+            for n, data in cams.items():
+                (tmp / "cameras" / f"{n}.json").write_bytes(data)
         (tmp / "scene.toml").write_text(tomli_w.dumps(toml))
         write_lock(tmp)
         if out.exists():
