@@ -205,7 +205,10 @@ def nerfacto_config(cfg: dict, path: Path) -> NerfactoConfig:
 
 
 def _safe_globals() -> list:
-    from numpy._core import multiarray as _ma  # numpy 2
+    try:
+        from numpy._core import multiarray as _ma  # numpy 2
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core import multiarray as _ma
 
     def scalar(dtype, data=None):
         if not isinstance(dtype, np.dtype) or dtype.hasobject:
