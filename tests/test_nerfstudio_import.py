@@ -131,7 +131,10 @@ class _Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
-def test_pickle_payload_in_checkpoint(tmp_path, capsys):
+@pytest.mark.parametrize("force_no_weights_only", [False, True])
+def test_pickle_payload_in_checkpoint(tmp_path, capsys, monkeypatch, force_no_weights_only):
+    if force_no_weights_only:  # nerfstudio users often export this (ns-render needs it); it must not open the door
+        monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     run = _copy_run(tmp_path)
     ckpt = next((run / "nerfstudio_models").glob("step-*.ckpt"))
     marker = tmp_path / "PWNED"
