@@ -66,6 +66,19 @@ def test_render_matches_ns_render_per_view(imported):
         assert ref.std() > 0.05  # the views show something (not a blank frame)
 
 
+def test_cpu_kernel_is_nerfstudios_torch_encoding():
+    """The cpu backend's numba hash encoding computes exactly what the torch twin computes."""
+    from latentscape.field.nerfacto import TorchHashEncoding
+    from latentscape.kernels.cpu.ns_hashgrid import ns_hash_encode
+
+    g = torch.Generator().manual_seed(1)
+    enc = TorchHashEncoding(6, 16, 300, 10, 2)
+    enc.hash_table.data.uniform_(-1, 1, generator=g)
+    x = torch.cat([torch.rand(3000, 3, generator=g), torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.5, 0.25, 0.125]])])
+    with torch.no_grad():
+        torch.testing.assert_close(ns_hash_encode(x, enc.hash_table, enc.scalings, enc.table_size), enc(x), rtol=0, atol=1e-7)
+
+
 def test_cli_import_and_render_camera_path(tmp_path, capsys):
     """The commands a user runs: import, then `latentscape render --camera-path` of nerfstudio's path."""
     scene = tmp_path / "duck"

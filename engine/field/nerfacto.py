@@ -203,7 +203,11 @@ class TorchHashEncoding(nn.Module):
         self.register_buffer("primes", torch.tensor([1, 2654435761, 805459861], dtype=torch.int64), persistent=False)
         self.hash_table = nn.Parameter(torch.zeros(self.table_size * num_levels, features_per_level))
 
+        self.kernel = None  # the cpu backend's numba twin (kernels/cpu/ns_hashgrid.py), used without autograd
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel is not None and not torch.is_grad_enabled() and x.device.type == "cpu":
+            return self.kernel(x, self.hash_table, self.scalings, self.table_size)
         scaled = x[..., None, :] * self.scalings.view(-1, 1)  # [N, L, 3]
         sf = torch.floor(scaled)
         off = scaled - sf
@@ -371,9 +375,15 @@ class NerfactoField(nn.Module):
 
     # -- backends --------------------------------------------------------------------------
     def set_ops(self, ops) -> None:
-        """tcnn layout: the backend's hash-grid encoding and fused MLP serve this field too."""
+        """tcnn layout: the backend's hash-grid encoding and fused MLP serve this field too; torch layout:
+        the ``cpu`` backend runs nerfstudio's hash encoding as a numba kernel (torch elsewhere)."""
         self.ops = ops
         if self.config.implementation != "tcnn":
+            kernel = None
+            if getattr(ops, "name", None) == "cpu":
+                from latentscape.kernels.cpu.ns_hashgrid import ns_hash_encode as kernel
+            for g in [self.mlp_base, *self.proposal_networks]:
+                g.encoding.kernel = kernel
             return
         for g in [self.mlp_base, *self.proposal_networks]:
             g.encode_op = ops.encoding

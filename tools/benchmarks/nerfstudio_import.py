@@ -4,8 +4,8 @@
         [--ns-venv /tmp/ns-venv] [--repeat 2] [--json OUT.json]
 
 Defaults: the committed fixture (tests/data/nerfstudio/nerfacto_torch: run/ and camera_path.json).
-Imports RUN into a temporary bundle, renders every view of the camera path with latentscape (torch
-backend, CPU, after one warm-up view) and, when the nerfstudio venv exists, with nerfstudio itself
+Imports RUN into a temporary bundle, renders every view of the camera path with latentscape
+(``--backend``, default auto = ``cpu`` on a CPU; after one warm-up view) and, when the nerfstudio venv exists, with nerfstudio itself
 in a subprocess (``eval_setup`` + ``get_outputs_for_camera``, exactly what ``ns-render camera-path``
 calls, its float output kept). Prints rays/s for each side (best of ``--repeat`` passes over the path)
 and the parity PSNR per view (latentscape vs nerfstudio, float images). Both sides use torch's default
@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--camera-path", type=Path, default=_FIXTURE / "camera_path.json")
     ap.add_argument("--ns-venv", type=Path, default=Path(os.environ.get("NS_VENV", "/tmp/ns-venv")))
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--backend", default="auto", help="latentscape backend (auto: cpu on the CPU, numba hash encoding)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="ns-bench-"))
@@ -90,7 +91,7 @@ def _run(args, work: Path) -> dict:
     t0 = time.perf_counter()
     bundle = import_nerfstudio(args.run, work / "scene")
     import_s = time.perf_counter() - t0
-    sc = load_scene(bundle, backend="torch")
+    sc = load_scene(bundle, backend=args.backend)
     path = load_camera_path(args.camera_path)
     rays = sum(c.width * c.height for c in path.cameras)
     render_camera(sc.field, sc.grid, path.cameras[0], sc.render_config, sc.background)  # warm-up
@@ -110,7 +111,7 @@ def _run(args, work: Path) -> dict:
                  f"samples {c.num_proposal_samples_per_ray} + {c.num_nerf_samples_per_ray}",
         "import_seconds": round(import_s, 2),
         "latentscape_rays_per_s": round(rays / min(times), 1),
-        "latentscape_torch": torch.__version__, "latentscape_threads": torch.get_num_threads(),
+        "latentscape_backend": sc.backend, "latentscape_torch": torch.__version__, "latentscape_threads": torch.get_num_threads(),
     }
     ns_py = args.ns_venv / "bin" / "python"
     if ns_py.is_file():
