@@ -98,6 +98,20 @@ def test_cli_import_and_render_camera_path(tmp_path, capsys):
         assert psnr(got, want) >= 40.0
 
 
+def test_dataparser_transform_maps_dataset_poses(imported):
+    """The kept transform and scale put the dataset's test poses exactly where nerfstudio's camera path has them."""
+    import json
+
+    from latentscape.scene.nerfstudio import dataset_pose_to_scene
+
+    sc = load_scene(imported, backend="torch")
+    meta = json.loads((FIXTURE / "dataset_transforms.json").read_text())
+    frames = {f["file_path"]: f["transform_matrix"] for f in meta["frames"]}
+    path = load_camera_path(FIXTURE / "camera_path.json")
+    for name, cam in zip(meta["test_filenames"], path.cameras):
+        torch.testing.assert_close(dataset_pose_to_scene(sc.config, frames[name]), cam.c2w, rtol=0, atol=1e-5)
+
+
 def test_appearance_choice(tmp_path, imported):
     """--appearance INDEX renders with that training image's embedding (not the mean); a bad index is refused."""
     cam = load_camera_path(FIXTURE / "camera_path.json", width=20, height=20).cameras[0]

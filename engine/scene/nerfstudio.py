@@ -523,6 +523,22 @@ def import_nerfstudio(run: str | Path, out: str | Path, *, step: int | None = No
     return out
 
 
+def dataset_pose_to_scene(scene_config: dict, c2w) -> torch.Tensor:
+    """A camera-to-world pose of the original dataset (e.g. a transforms.json frame) in an imported
+    scene's world (nerfstudio's dataparser space): rotation ``R c2w[:3,:3]``, position
+    ``scale * (R p + t)``, from ``[field.nerfstudio]`` of the scene's config."""
+    ns = scene_config.get("field", {}).get("nerfstudio")
+    if not isinstance(ns, dict) or "dataparser_transform" not in ns:
+        raise SceneError("not an imported nerfstudio scene (no [field.nerfstudio] dataparser_transform)")
+    T = torch.tensor(ns["dataparser_transform"], dtype=torch.float64)
+    scale = float(ns["dataparser_scale"])
+    m = torch.as_tensor(c2w, dtype=torch.float64).reshape(4, 4)
+    out = torch.eye(4, dtype=torch.float64)
+    out[:3, :3] = T[:, :3] @ m[:3, :3]
+    out[:3, 3] = (T[:, :3] @ m[:3, 3] + T[:, 3]) * scale
+    return out.to(torch.float32)
+
+
 def _toml_clean(d: Any) -> Any:
     if isinstance(d, dict):
         return {k: _toml_clean(v) for k, v in d.items() if v is not None}

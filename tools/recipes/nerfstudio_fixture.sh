@@ -10,7 +10,8 @@
 #    appearance embedding 8, white background), STEPS steps of RAYS rays, implementation torch;
 # 3. a camera path of the 4 test views in nerfstudio's dataparser space, at 40x40;
 # 4. ns-render camera-path of it (PNG frames, plus the float32 frames as .npy);
-# 5. copies run/config.yml (verbatim: its scratch paths are never read), dataparser_transforms.json,
+# 5. copies run/config.yml (verbatim: its scratch paths are never read), dataparser_transforms.json, the dataset's
+#    transforms.json (as dataset_transforms.json),
 #    nerfstudio_models/step-*.ckpt, camera_path.json and the frames into tests/data/nerfstudio/.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")/../.." && pwd)
@@ -32,5 +33,6 @@ cp "$RUN/config.yml" "$DST/run/"
 cp "$RUN/dataparser_transforms.json" "$DST/run/"
 cp "$RUN"/nerfstudio_models/step-*.ckpt "$DST/run/nerfstudio_models/"
 cp "$WORK/camera_path.json" "$DST/"
+cp "$WORK/data/transforms.json" "$DST/dataset_transforms.json"   # the dataset's poses (no images), for the transform test
 cp "$WORK"/frames/*.png "$WORK"/frames/*.npy "$DST/ns_render/"
 du -sh "$DST"
