@@ -51,8 +51,9 @@ def _cli(capsys, *args) -> tuple[int, str, str]:
 
 
 def test_render_matches_ns_render_per_view(imported):
-    """Float renders of the committed camera path vs nerfstudio's float frames and its PNGs."""
-    sc = load_scene(imported, backend="torch")
+    """Float renders of the committed camera path vs nerfstudio's float frames and its PNGs (cpu backend: the
+    numba hash encoding; test_cpu_kernel_is_nerfstudios_torch_encoding ties it to the torch twin)."""
+    sc = load_scene(imported, backend="cpu")
     assert sc.grid is None and sc.field.estimator == "proposal"
     path = load_camera_path(FIXTURE / "camera_path.json")
     assert len(path) == 4
