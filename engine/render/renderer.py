@@ -15,6 +15,11 @@ occupancy test, same compositing):
 * **segment** (torch, triton, tcnn): each chunk is marched segment by segment
   (``segment`` samples per ray per round, including empty ones), with the same early
   termination and a coarse empty-space skip first.
+
+Fields that bring their own estimator (``field.estimator == "proposal"``: an imported
+nerfacto, :class:`latentscape.field.nerfacto.NerfactoField`) are not marched through the
+occupancy grid: :func:`render_camera` hands them the rays and they place their samples with
+their proposal networks (the grid argument is then None).
 """
 
 from __future__ import annotations
@@ -280,7 +285,12 @@ def render_camera(field: NerfField, grid: OccupancyGrid, cam: Camera, cfg: Rende
     outs = []
     samples = rounds = 0
     chunk = cfg.chunk if dev.type == "cpu" else max(cfg.chunk, cfg.gpu_chunk)
-    for i in range(0, o.shape[0], chunk):
+    if getattr(field, "estimator", None) == "proposal":
+        # Fields with their own estimator (nerfacto's proposal sampler) place their samples themselves.
+        rgb, depth, alpha, samples, _ = field.render_rays(o, d, bg if bg_rays is None else bg_rays, tmax)
+        outs.append(RenderOutput(rgb, depth, alpha, samples, 1))
+        rounds = 1
+    for i in range(0, o.shape[0] if not outs else 0, chunk):
         sl = slice(i, i + chunk)
         r = render_rays(field, grid, o[sl], d[sl], cfg, bg if bg_rays is None else bg_rays[sl],
                         tmax=None if tmax is None else tmax[sl])

@@ -10,7 +10,8 @@ A bundle is a folder::
     scene.lock            sha256 of every file (see :mod:`latentscape.scene.lock`)
 
 ``scene.toml`` sections: ``[scene]`` (name, format, description, up axis),
-``[field]`` (weights file, backend, ``[field.config]`` = FieldConfig,
+``[field]`` (``kind`` = "nerf" (default) or "nerfacto" (an imported nerfstudio scene, see
+:mod:`latentscape.scene.nerfstudio`), weights file, backend, ``[field.config]`` = FieldConfig (or NerfactoConfig),
 ``[field.normalization]`` = world -> field transform), ``[render]`` (RenderConfig,
 background, default size and fps), ``[cameras]`` (default name, ``[cameras.paths]``).
 Later sections (generators, layers, stylizer, adapters, plugins, guardrails) are
@@ -59,8 +60,8 @@ class Scene:
     name: str
     version: str
     config: dict
-    field: NerfField
-    grid: OccupancyGrid
+    field: NerfField  # or a NerfactoField (``[field] kind = "nerfacto"``, an imported nerfstudio scene)
+    grid: OccupancyGrid | None  # None for fields that bring their own sampler (nerfacto)
     render_config: RenderConfig
     background: tuple[float, float, float]
     center: torch.Tensor
@@ -122,20 +123,32 @@ def load_scene(path: str | Path | None = None, *, device: str | torch.device = "
         raise SceneError(f"scene format {scene_sec['format']} is newer than this latentscape understands ({SCENE_FORMAT})",
                          path=toml_path, hint="upgrade latentscape")
     field_sec = _section(cfg, "field", toml_path)
-    fcfg = FieldConfig.from_dict(field_sec.get("config", {}), source="[field.config]", path=toml_path)
+    kind = field_sec.get("kind", "nerf")
+    if kind not in ("nerf", "nerfacto"):
+        raise SceneError(f"unknown [field] kind {kind!r} (known: nerf, nerfacto)", path=toml_path)
     from latentscape.kernels.backend import resolve_backend, select_ops
 
     dev = torch.device(device)
     chosen = resolve_backend(backend or field_sec.get("backend"), dev)
-    fld = NerfField(fcfg, ops=select_ops(chosen, dev))
-    occupancy = _section(field_sec, "occupancy", toml_path)
-    check_keys(occupancy, _OCCUPANCY_KEYS, where="[field.occupancy]", path=toml_path)
-    try:
-        grid = OccupancyGrid(fcfg.aabb, **occupancy)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"invalid [field.occupancy]: {err}", path=toml_path) from None
     weights = root / field_sec.get("weights", "field.safetensors")
-    _load_field_weights(weights, fld, grid)
+    if kind == "nerfacto":
+        # An imported nerfstudio scene: its own field and proposal sampler (no occupancy grid).
+        from latentscape.field.nerfacto import NerfactoConfig
+        from latentscape.scene.nerfstudio import build_field
+
+        ncfg = NerfactoConfig.from_dict(field_sec.get("config", {}), source="[field.config]", path=toml_path)
+        fld = build_field(ncfg, _read_safetensors(weights), weights, ops=select_ops(chosen, dev))
+        grid = None
+    else:
+        fcfg = FieldConfig.from_dict(field_sec.get("config", {}), source="[field.config]", path=toml_path)
+        fld = NerfField(fcfg, ops=select_ops(chosen, dev))
+        occupancy = _section(field_sec, "occupancy", toml_path)
+        check_keys(occupancy, _OCCUPANCY_KEYS, where="[field.occupancy]", path=toml_path)
+        try:
+            grid = OccupancyGrid(fcfg.aabb, **occupancy)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"invalid [field.occupancy]: {err}", path=toml_path) from None
+        _load_field_weights(weights, fld, grid)
     norm = _section(field_sec, "normalization", toml_path)
     center = torch.tensor(norm.get("center", [0.0, 0.0, 0.0]), dtype=torch.float32)
     scale = float(norm.get("scale", 1.0))
@@ -149,7 +162,7 @@ def load_scene(path: str | Path | None = None, *, device: str | torch.device = "
     paths = {name: root / rel for name, rel in _section(cams, "paths", toml_path).items()}
     up = scene_sec.get("up", [0.0, 0.0, 1.0])
     fld = fld.to(dev).eval()
-    grid = grid.to(dev)
+    grid = grid.to(dev) if grid is not None else None
     return Scene(
         path=root, name=str(scene_sec.get("name", root.name)), version=version, config=cfg, field=fld, grid=grid,
         render_config=rcfg, background=background, center=center, scale=scale, width=width, height=height, fps=fps,
@@ -158,16 +171,20 @@ def load_scene(path: str | Path | None = None, *, device: str | torch.device = "
     )
 
 
-def _load_field_weights(path: Path, fld: NerfField, grid: OccupancyGrid) -> None:
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     if not path.is_file():
-        raise WeightsError("field weights are missing", path=path, hint="retrain with `latentscape train` or restore the file")
+        raise WeightsError("field weights are missing", path=path, hint="retrain with `latentscape train` (or re-import) or restore the file")
     try:
-        tensors = load_file(str(path))
+        return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
         raise WeightsError(f"not a readable safetensors file: {err}", path=path) from None
+
+
+def _load_field_weights(path: Path, fld: NerfField, grid: OccupancyGrid) -> None:
+    tensors = _read_safetensors(path)
     state = {k: v for k, v in tensors.items() if not k.startswith("occupancy.")}
     expected = {k: v.shape for k, v in fld.state_dict().items()}
     missing = sorted(set(expected) - set(state))

@@ -36,4 +36,28 @@ def register(app: typer.Typer) -> None:
                    f"z_dim {cfg.z_dim}, w_dim {cfg.w_dim}, num_ws {cfg.num_ws}, "
                    f"{'R' if cfg.use_radial_filters else 'T'} config")
 
+    @group.command("nerfstudio")
+    def nerfstudio(
+        run: Path = typer.Argument(..., help="nerfstudio run folder: config.yml, dataparser_transforms.json, nerfstudio_models/step-*.ckpt."),
+        out: Path = typer.Option(..., "--out", help="Output scene bundle folder (scene.toml, field.safetensors, scene.lock)."),
+        step: int = typer.Option(None, "--step", help="Checkpoint step to import (default: the latest)."),
+        appearance: str = typer.Option(None, "--appearance",
+                                       help="Appearance embedding to render with: mean, zeros, or a training-image index "
+                                            "(default: what ns-render uses, the mean unless the run turned it off)."),
+        camera_path: list[Path] = typer.Option(None, "--camera-path",
+                                               help="nerfstudio camera_path.json to carry as a named camera path (repeatable; the first is the default)."),
+        force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
+    ) -> None:
+        """Import a trained nerfacto scene (nerfstudio 1.1.5): no code from the run folder runs."""
+        from latentscape.scene import load_scene
+        from latentscape.scene.nerfstudio import import_nerfstudio
+
+        path = import_nerfstudio(run, out, step=step, appearance=appearance, overwrite=force, camera_paths=camera_path)
+        sc = load_scene(path, backend="torch")
+        c = sc.field.config
+        n = sum(t.numel() for t in sc.field.state_dict().values())
+        typer.echo(f"imported {run} -> {path}: nerfacto ({c.implementation} hash grid, {c.num_levels} levels x 2^{c.log2_hashmap_size}), "
+                   f"{c.num_proposal_iterations} proposal rounds {c.num_proposal_samples_per_ray} + {c.num_nerf_samples_per_ray} samples, "
+                   f"appearance {c.appearance}, {n} parameters, version {sc.version}")
+
     app.add_typer(group, name="import")

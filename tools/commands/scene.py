@@ -35,9 +35,16 @@ def info(path: Annotated[Path, typer.Argument(help="Scene bundle folder.")]) -> 
 
     sc = load_scene(path)
     typer.echo(f"{sc.name} (version {sc.version}) at {sc.path}")
-    typer.echo(f"  field: {sc.field.layout.n_levels} levels x {sc.field.layout.n_features_per_level} features, "
-               f"{sc.field.layout.n_params} grid parameters, backend {sc.backend}")
-    typer.echo(f"  occupancy: {sc.grid.occupancy_fraction():.3f} of {sc.grid.levels}x{sc.grid.resolution}^3 cells")
+    if sc.grid is None:  # an imported nerfacto field (proposal sampler, no occupancy grid)
+        c = sc.field.config
+        ns = sc.config.get("field", {}).get("nerfstudio", {})
+        typer.echo(f"  field: nerfacto imported from nerfstudio (step {ns.get('step', '?')}), {c.implementation} hash grid "
+                   f"{c.num_levels} levels x 2^{c.log2_hashmap_size}, proposal samples {c.num_proposal_samples_per_ray} + "
+                   f"{c.num_nerf_samples_per_ray}, appearance {c.appearance}, backend {sc.backend}")
+    else:
+        typer.echo(f"  field: {sc.field.layout.n_levels} levels x {sc.field.layout.n_features_per_level} features, "
+                   f"{sc.field.layout.n_params} grid parameters, backend {sc.backend}")
+        typer.echo(f"  occupancy: {sc.grid.occupancy_fraction():.3f} of {sc.grid.levels}x{sc.grid.resolution}^3 cells")
     typer.echo(f"  default size {sc.width}x{sc.height} at {sc.fps} fps; camera paths: {', '.join(sc.camera_paths) or 'none'}")
 
 
