@@ -19,11 +19,13 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Iterable, Mapping, TypeVar
 
-from latentscape.errors import ConfigError
+import math
+
+from latentscape.errors import ConfigError, safe_repr
 
 T = TypeVar("T")
 
-__all__ = ["check_keys", "check_table", "config_from_dict", "with_defaults"]
+__all__ = ["check_keys", "check_number", "check_table", "check_vector", "config_from_dict", "with_defaults"]
 
 
 def check_table(data: Any, *, where: str, path: str | Path | None = None) -> Mapping[str, Any]:
@@ -40,10 +42,10 @@ def check_keys(data: Mapping[str, Any], known: Iterable[str], *, where: str, pat
     ``where`` names the table (``"[[layers]] #0 (screen)"``, ``"schedule settings"``),
     ``path`` the file it came from; ``hint`` adds to the list of known keys."""
     known = set(known)
-    unknown = sorted(str(k) for k in set(data) - known)
+    unknown = sorted(safe_repr(k, 60) for k in set(data) - known)
     if unknown:
         text = f"known keys: {', '.join(sorted(known)) or 'none'}"
-        raise ConfigError(f"unknown keys in {where}: {unknown}", path=path, hint=f"{text}; {hint}" if hint else text)
+        raise ConfigError(f"unknown keys in {where}: {safe_repr(unknown, 200)}", path=path, hint=f"{text}; {hint}" if hint else text)
 
 
 def config_from_dict(cls: type[T], data: Any, *, where: str, path: str | Path | None = None) -> T:
@@ -54,8 +56,8 @@ def config_from_dict(cls: type[T], data: Any, *, where: str, path: str | Path | 
     check_keys(data, (f.name for f in dataclasses.fields(cls)), where=where, path=path)
     try:
         return cls(**data)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"invalid {where}: {err}", path=path) from None
+    except (TypeError, ValueError, OverflowError) as err:
+        raise ConfigError(f"invalid {where}: {safe_repr(str(err), 300)[1:-1]}", path=path) from None
 
 
 def with_defaults(settings: Any, defaults: Mapping[str, Any], *, where: str,
@@ -65,3 +67,55 @@ def with_defaults(settings: Any, defaults: Mapping[str, Any], *, where: str,
     check_table(settings, where=where, path=path)
     check_keys(settings, defaults, where=where, path=path)
     return {**defaults, **settings}
+
+
+def _range_text(low, high, low_open: bool, high_open: bool) -> str:
+    if low is not None and high is not None:
+        return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if low is not None:
+        return f"{'>' if low_open else '>='} {low:g}"
+    if high is not None:
+        return f"{'<' if high_open else '<='} {high:g}"
+    return "finite"
+
+
+def check_number(value: Any, *, name: str, kind: type = float, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, high_open: bool = False, where: str = "", path: str | Path | None = None,
+                 hint: str | None = None) -> Any:
+    """``value`` as ``kind`` (int or float) if it is a finite number in range, else a ConfigError.
+
+    ``name`` names the key or flag (``"fps"``, ``"--downscale"``), ``where`` the table.
+    Booleans and strings are refused (TOML ``fps = "24"`` is a mistake, not 24); a
+    float is refused where ``kind`` is int; NaN and infinities are always refused.
+    ``low_open``/``high_open`` make a bound exclusive (a fov in (0, 180))."""
+    label = f"{where} {name}".strip()
+    want = "an integer" if kind is int else "a number"
+    rng = _range_text(low, high, low_open, high_open)
+    ok_types = (int,) if kind is int else (int, float)
+    if isinstance(value, bool) or not isinstance(value, ok_types):
+        try:  # numpy scalars from a pickle or a sidecar
+            import numpy as np
+            if isinstance(value, np.generic) and not isinstance(value, np.bool_):
+                return check_number(value.item(), name=name, kind=kind, low=low, high=high, low_open=low_open,
+                                    high_open=high_open, where=where, path=path, hint=hint)
+        except ImportError:  # pragma: no cover
+            pass
+        raise ConfigError(f"{label} must be {want} {rng}, got {safe_repr(value, 60)} ({type(value).__name__})",
+                          path=path, hint=hint)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{label} must be {want} {rng}, got {value}", path=path, hint=hint)
+    bad = (low is not None and (value <= low if low_open else value < low)) or \
+          (high is not None and (value >= high if high_open else value > high))
+    if bad:
+        raise ConfigError(f"{label} must be {want} {rng}, got {safe_repr(value, 60)}", path=path, hint=hint)
+    return kind(value)
+
+
+def check_vector(value: Any, *, name: str, length: int, low: float | None = None, high: float | None = None,
+                 where: str = "", path: str | Path | None = None, hint: str | None = None) -> list[float]:
+    """``value`` as a list of ``length`` finite floats (each in [low, high] when given)."""
+    label = f"{where} {name}".strip()
+    if not isinstance(value, (list, tuple)) or len(value) != length:
+        raise ConfigError(f"{label} must be a list of {length} numbers, got {safe_repr(value, 80)}", path=path, hint=hint)
+    return [check_number(v, name=f"{name}[{i}]", low=low, high=high, where=where, path=path, hint=hint)
+            for i, v in enumerate(value)]

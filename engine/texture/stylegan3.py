@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentscape.errors import ConfigError, WeightsError
+from latentscape.errors import ConfigError, WeightsError, safe_repr
 from latentscape.kernels.filtered_lrelu import filtered_lrelu
 from latentscape.texture.filters import lowpass_filter
 
@@ -48,6 +48,23 @@ GENERATOR_WEIGHTS = "generator.safetensors"
 GENERATOR_CONFIG = "generator.json"
 _FORMAT = "latentscape.stylegan3"
 _FORMAT_VERSION = 1
+
+
+CONFIG_RANGES: dict[str, tuple[type, float, float]] = {
+    # name: (type, low, high). Upper bounds are far above every published config (T/R at
+    # 1024 px: channel_base 32768/65536, channel_max 512/1024, 14 layers, filter_size 6) and
+    # low enough that a generator built from them fits in memory.
+    "z_dim": (int, 1, 8192), "c_dim": (int, 0, 65536), "w_dim": (int, 1, 8192),
+    "img_resolution": (int, 1, 4096), "img_channels": (int, 1, 4),
+    "channel_base": (int, 1, 1 << 20), "channel_max": (int, 1, 4096),
+    "num_layers": (int, 1, 64), "num_critical": (int, 0, 64),
+    "first_cutoff": (float, 1e-3, 1e4), "first_stopband": (float, 1e-3, 1e4), "last_stopband_rel": (float, 1e-3, 1e2),
+    "margin_size": (int, 0, 256), "output_scale": (float, -1e6, 1e6),
+    "conv_kernel": (int, 1, 7), "filter_size": (int, 1, 32), "lrelu_upsampling": (int, 1, 8),
+    "conv_clamp": (float, 0, 1e9), "magnitude_ema_beta": (float, 0, 1),
+    "mapping_layers": (int, 1, 32), "mapping_lr_multiplier": (float, 1e-9, 1e3), "w_avg_beta": (float, 0, 1),
+}
+"""Allowed range of every :class:`StyleGAN3Config` field (checked by ``validate``)."""
 
 
 @dataclass
@@ -119,17 +136,23 @@ class StyleGAN3Config:
         return self.num_layers + 2
 
     def validate(self) -> "StyleGAN3Config":
-        for name in ("z_dim", "w_dim", "img_resolution", "img_channels", "channel_base", "channel_max",
-                     "num_layers", "conv_kernel", "filter_size", "lrelu_upsampling", "mapping_layers"):
+        """Check every field against :data:`CONFIG_RANGES` (types, finite, in range) before
+        anything is allocated: a pickle or sidecar saying ``num_layers = 1e6`` or
+        ``filter_size = 1e9`` is a ConfigError, not an endless allocation."""
+        from latentscape.config import check_number
+
+        for name, (kind, low, high) in CONFIG_RANGES.items():
             v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-                raise ConfigError(f"StyleGAN3 config: {name} must be a positive integer, got {v!r}")
+            if name == "conv_clamp" and v is None:
+                continue
+            setattr(self, name, check_number(v, name=name, kind=kind, low=low, high=high, where="StyleGAN3 config"))
+        if not isinstance(self.use_radial_filters, (bool, np.bool_)):
+            raise ConfigError(f"StyleGAN3 config: use_radial_filters must be true or false, "
+                              f"got {safe_repr(self.use_radial_filters, 40)}")
         if self.img_resolution & (self.img_resolution - 1):
             raise ConfigError(f"StyleGAN3 config: img_resolution must be a power of two, got {self.img_resolution}")
         if not 0 <= self.num_critical < self.num_layers:
             raise ConfigError(f"StyleGAN3 config: num_critical must be in [0, num_layers), got {self.num_critical}")
-        if self.c_dim < 0:
-            raise ConfigError(f"StyleGAN3 config: c_dim must be >= 0, got {self.c_dim}")
         return self
 
     def to_dict(self) -> dict[str, Any]:

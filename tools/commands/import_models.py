@@ -23,8 +23,10 @@ def register(app: typer.Typer) -> None:
         max_gb: float = typer.Option(2.0, "--max-gb", help="Refuse files larger than this (GiB)."),
     ) -> None:
         """Convert a StyleGAN3 pickle with a restricted unpickler (no code from the file runs)."""
+        from latentscape.config import check_number
         from latentscape.texture.pickle_import import import_stylegan3
 
+        max_gb = check_number(max_gb, name="--max-gb", low=0, high=1024, low_open=True)
         G = import_stylegan3(network, out, key=key, max_bytes=int(max_gb * 2**30))
         cfg = G.cfg
         typer.echo(f"imported {network} [{key}] -> {out}: {cfg.img_resolution}x{cfg.img_resolution}, "
