@@ -16,7 +16,7 @@ components, the runtime and plugins all use it.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Iterable, Mapping, TypeVar
 
 import math
@@ -25,7 +25,8 @@ from latentscape.errors import ConfigError, safe_repr
 
 T = TypeVar("T")
 
-__all__ = ["check_keys", "check_number", "check_table", "check_vector", "config_from_dict", "with_defaults"]
+__all__ = ["check_keys", "check_number", "check_table", "check_vector", "config_from_dict", "hashed_in_lock",
+           "resolve_in_bundle", "with_defaults"]
 
 
 def check_table(data: Any, *, where: str, path: str | Path | None = None) -> Mapping[str, Any]:
@@ -42,10 +43,10 @@ def check_keys(data: Mapping[str, Any], known: Iterable[str], *, where: str, pat
     ``where`` names the table (``"[[layers]] #0 (screen)"``, ``"schedule settings"``),
     ``path`` the file it came from; ``hint`` adds to the list of known keys."""
     known = set(known)
-    unknown = sorted(safe_repr(k, 60) for k in set(data) - known)
+    unknown = sorted(safe_repr(k, 60) for k in set(data) - known)[:20]
     if unknown:
         text = f"known keys: {', '.join(sorted(known)) or 'none'}"
-        raise ConfigError(f"unknown keys in {where}: {safe_repr(unknown, 200)}", path=path, hint=f"{text}; {hint}" if hint else text)
+        raise ConfigError(f"unknown keys in {where}: [{', '.join(unknown)}]", path=path, hint=f"{text}; {hint}" if hint else text)
 
 
 def config_from_dict(cls: type[T], data: Any, *, where: str, path: str | Path | None = None) -> T:
@@ -119,3 +120,59 @@ def check_vector(value: Any, *, name: str, length: int, low: float | None = None
         raise ConfigError(f"{label} must be a list of {length} numbers, got {safe_repr(value, 80)}", path=path, hint=hint)
     return [check_number(v, name=f"{name}[{i}]", low=low, high=high, where=where, path=path, hint=hint)
             for i, v in enumerate(value)]
+
+
+def hashed_in_lock(parts: tuple[str, ...]) -> bool:
+    """Whether a bundle-relative path is one the lock covers."""
+    return bool(parts) and not any(p.startswith(".") or p in ("__pycache__",) for p in parts) and parts[-1] != "__init__.py"
+
+
+def resolve_in_bundle(root: str | Path, rel: object, key: str, *, kind: str = "file",
+                      toml: str | Path | None = None, error: type | None = None) -> Path:
+    """The file or folder ``rel`` names inside the bundle ``root``, or ``error`` naming ``key``.
+
+    ``kind``: ``"file"`` (must be a regular file), ``"dir"`` (a folder), ``"output"`` (a file
+    the scene writes: its folder must exist in the bundle; it may not exist yet, and if it
+    does it must be a regular file). The path must be a relative string; after resolving
+    symlinks it must lie strictly inside the bundle, in a place ``scene.lock`` hashes (no
+    hidden or ``__pycache__`` parts). Returns the resolved path."""
+    if error is None:
+        from latentscape.errors import SceneError as error
+    root = Path(root)
+    where = toml if toml is not None else root / "scene.toml"
+    fix = "give a path relative to the scene folder, to a file inside it (copy the file in), so scene.lock hashes it"
+    if not isinstance(rel, str) or not rel or "\x00" in rel:
+        raise error(f"{key} must be a path string relative to the bundle, got {safe_repr(rel, 80)}", path=where, hint=fix)
+    if PurePosixPath(rel).is_absolute() or PureWindowsPath(rel).is_absolute() or PureWindowsPath(rel).drive:
+        raise error(f"{key} {safe_repr(rel, 120)} is an absolute path; it must be inside the scene bundle",
+                    path=where, hint=fix)
+    base = root.resolve()
+    try:
+        full = (base / rel).resolve()
+    except (OSError, RuntimeError, ValueError):  # a symlink loop, a name the OS refuses
+        raise error(f"{key} {safe_repr(rel, 120)} cannot be resolved", path=where, hint=fix) from None
+    if base not in full.parents:
+        raise error(f"{key} {safe_repr(rel, 120)} is outside the scene bundle (after resolving links: "
+                    f"{safe_repr(str(full), 120)[1:-1]})", path=where, hint=fix)
+    parts = full.relative_to(base).parts
+    if kind == "output":
+        if not full.parent.is_dir():
+            raise error(f"{key} {safe_repr(rel, 120)}: its folder does not exist in the bundle", path=where, hint=fix)
+        if (base / rel).is_symlink() or (full.exists() and not full.is_file()):
+            raise error(f"{key} {safe_repr(rel, 120)} exists and is not a plain file", path=where,
+                        hint="name a new file (or an existing log) inside the bundle")
+        if any(p.startswith(".") for p in parts) or full.name == "scene.lock" or full.name == "scene.toml":
+            raise error(f"{key} {safe_repr(rel, 120)} would overwrite a bundle file", path=where,
+                        hint="name a new file inside the bundle, e.g. audit.jsonl")
+        return full
+    if not hashed_in_lock(parts):
+        raise error(f"{key} {safe_repr(rel, 120)} is in a place scene.lock does not hash (hidden or cache folder)",
+                    path=where, hint="move the file out of hidden folders")
+    if kind == "file" and not full.is_file():
+        what = "a folder" if full.is_dir() else "missing"
+        raise error(f"{key} {safe_repr(rel, 120)} is {what}; it must be a file in the bundle", path=where,
+                    hint="restore the file or fix the path in scene.toml")
+    if kind == "dir" and not full.is_dir():
+        raise error(f"{key} {safe_repr(rel, 120)} is not a folder in the bundle", path=where,
+                    hint="restore the folder or fix the path in scene.toml")
+    return full

@@ -250,7 +250,15 @@ def build_adapters(scene) -> AdapterManager | None:
         target = e["target"]
         if target not in mgr._targets:
             mgr.add_target(target, resolve_target(target, scene))
-        mgr.preload(name, scene.path / e["file"], target, alpha=e.get("alpha"))
+        from latentscape.config import resolve_in_bundle
+
+        alpha = e.get("alpha")
+        if alpha is not None:
+            from latentscape.config import check_number
+
+            alpha = check_number(alpha, name="alpha", low=0.0, high=1e6, where=f"[adapters.{name}]", path=toml)
+        mgr.preload(name, resolve_in_bundle(scene.path, e["file"], f"[adapters.{name}] file", toml=toml), target,
+                    alpha=alpha)
     for target, name in (sec.get("initial") or {}).items():
         mgr.request(target, name)
     return mgr

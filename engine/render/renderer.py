@@ -55,9 +55,33 @@ class RenderConfig:
     train_early_stop: float = 1e-4
     """Packed training: samples behind a transmittance below this get no gradient pass."""
 
+    def validate(self, *, where: str = "[render]", path=None) -> "RenderConfig":
+        """Every field a finite number in :data:`RENDER_RANGES` (a ConfigError naming it)."""
+        from latentscape.config import check_number
+
+        for name, (kind, low, high, low_open) in RENDER_RANGES.items():
+            setattr(self, name, check_number(getattr(self, name), name=name, kind=kind, low=low, high=high,
+                                             low_open=low_open, where=where, path=path))
+        if self.min_samples_per_round > self.max_samples_per_round:
+            from latentscape.errors import ConfigError
+
+            raise ConfigError(f"{where} min_samples_per_round must be <= max_samples_per_round", path=path)
+        return self
+
     def step_size(self, aabb) -> float:
         aabb = torch.as_tensor(aabb, dtype=torch.float32)
         return float(torch.linalg.norm(aabb[3:] - aabb[:3])) / self.steps_per_diagonal
+
+
+RENDER_RANGES: dict[str, tuple[type, float, float, bool]] = {
+    # name: (type, low, high, low bound exclusive)
+    "steps_per_diagonal": (int, 1, 1 << 16, False), "segment": (int, 1, 4096, False),
+    "early_stop": (float, 0.0, 1.0, False), "near": (float, 0.0, 1e6, False),
+    "chunk": (int, 1, 1 << 24, False), "samples_per_round": (int, 1, 1 << 26, False),
+    "max_samples_per_round": (int, 1, 4096, False), "min_samples_per_round": (int, 1, 4096, False),
+    "train_early_stop": (float, 0.0, 1.0, False),
+}
+"""Allowed range of each :class:`RenderConfig` field ([render] in scene.toml)."""
 
 
 @dataclass

@@ -39,7 +39,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import pickle
 import pickletools
 from collections import OrderedDict
 from dataclasses import dataclass, field
