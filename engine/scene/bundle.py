@@ -36,7 +36,7 @@ from latentscape.errors import ConfigError, SceneError, WeightsError, safe_repr
 from latentscape.field.nerf import FieldConfig, NerfField
 from latentscape.render.camera_path import CameraPath, load_camera_path, orbit_path
 from latentscape.render.occupancy import OccupancyGrid
-from latentscape.render.renderer import RenderConfig
+from latentscape.render.renderer import MAX_IMAGE_SIDE, RenderConfig
 from latentscape.scene.lock import resolve_in_bundle, verify_lock, write_lock
 
 SCENE_FORMAT = 1
@@ -44,8 +44,6 @@ _OCCUPANCY_KEYS = ("resolution", "levels", "threshold", "decay")
 """``[field.occupancy]``: the keyword arguments of :class:`OccupancyGrid` besides the box."""
 _OCCUPANCY_RANGES = {"resolution": (int, 2, 1024), "levels": (int, 1, 16), "threshold": (float, 0.0, 1e6),
                      "decay": (float, 0.0, 1.0)}
-MAX_IMAGE_SIDE = 16384
-"""Largest width or height a scene, camera path or command line may ask for."""
 
 
 def demo_scene_path() -> Path:
