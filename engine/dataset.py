@@ -106,9 +106,13 @@ def _image_size(path: Path, transforms: Path) -> tuple[int, int]:
 
     if not path.is_file():
         raise DatasetError(f"image {path} is missing", path=transforms, hint="check the frame's file_path (relative to transforms.json)")
+    import warnings
+
     try:
-        with Image.open(path) as im:
-            return im.size
+        with warnings.catch_warnings():  # PIL's own bomb warning: the size is checked against ours below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                return im.size
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
         raise DatasetError(f"image {path} cannot be read: {safe_repr(str(err), 160)[1:-1]}", path=transforms,
                            hint="re-export the image as PNG or JPEG") from None
