@@ -25,9 +25,12 @@ class LatentscapeError(Exception):
         self.message = message
         self.path = Path(path) if path is not None else None
         self.hint = hint
-        text = f"{self.path}: {message}" if self.path is not None else message
+        # Messages quote files, keys and paths from strangers: no terminal control reaches
+        # the terminal (a path may not even fake a line break).
+        text = f"{strip_control(str(self.path))}: " if self.path is not None else ""
+        text += strip_control(str(message), keep_newlines=True)
         if hint:
-            text += f"\n  fix: {hint}"
+            text += f"\n  fix: {strip_control(str(hint), keep_newlines=True)}"
         super().__init__(text)
 
 
@@ -81,11 +84,16 @@ for _c in (0x200B, 0x200E, 0x200F, 0x202A, 0x202B, 0x202C, 0x202D, 0x202E, 0x206
     _CONTROL[_c] = "?"  # zero-width and bidirectional overrides: text that reads differently than it is
 
 
-def strip_control(text: str) -> str:
+_CONTROL_KEEP_NL = {**_CONTROL, 0x0A: None}
+del _CONTROL_KEEP_NL[0x0A]
+
+
+def strip_control(text: str, *, keep_newlines: bool = False) -> str:
     """``text`` with terminal control characters (ESC sequences, BEL, carriage returns,
-    bidirectional overrides) replaced by ``?`` and newlines by ``\\n``, so a message that
-    quotes a stranger's file cannot recolour, rewrite or hide lines of the terminal."""
-    return text.translate(_CONTROL)
+    bidirectional overrides) replaced by ``?`` and newlines by ``\\n`` (kept with
+    ``keep_newlines``), so a message that quotes a stranger's file cannot recolour, rewrite
+    or hide lines of the terminal."""
+    return text.translate(_CONTROL_KEEP_NL if keep_newlines else _CONTROL)
 
 
 def safe_repr(obj: object, limit: int = 200) -> str:
