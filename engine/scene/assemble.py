@@ -40,7 +40,7 @@ from typing import Any, Callable, Iterable
 import torch
 
 from latentscape.config import check_keys
-from latentscape.errors import LatentscapeError, SceneError
+from latentscape.errors import LatentscapeError, SceneError, safe_repr
 from latentscape.scene.bundle import Scene
 from latentscape.config import resolve_in_bundle
 
@@ -131,7 +131,7 @@ def build_layers(scene: Scene, *, hooks: Any = None) -> dict[str, list]:
             img = _inside(scene, tex_ref, f"{where} texture")
             if not img.is_file():
                 known = ", ".join(sorted(gens)) or "none"
-                raise SceneError(f"{where} texture {tex_ref!r} is neither a generator (known: {known}) "
+                raise SceneError(f"{where} texture {safe_repr(tex_ref, 80)} is neither a generator (known: {known}) "
                                  "nor an image file in the bundle", path=toml)
             texture = texture_from_image(img)
         try:
@@ -217,7 +217,7 @@ def build_stylizer(scene: Scene, override: str | Path | None = None):
     target = resolve_in_bundle(scene.path, sec["path"], "[stylizer] path", kind="dir")
     mix = sec.get("mix", 1.0)
     if isinstance(mix, bool) or not isinstance(mix, (int, float)) or not 0.0 <= mix <= 1.0:
-        raise SceneError(f"[stylizer] mix must be a number in [0, 1], got {mix!r}", path=scene.path / "scene.toml")
+        raise SceneError(f"[stylizer] mix must be a number in [0, 1], got {safe_repr(mix, 80)}", path=scene.path / "scene.toml")
     options = {k: v for k, v in sec.items() if k not in ("path", "enabled", "mix")}
     styl = load_stylizer(target, device=scene.device, **options)
     return styl if mix == 1.0 else _Mixed(styl, float(mix))

@@ -84,7 +84,7 @@ class Scene:
         name = name or self.default_camera
         if name is None or name not in self.camera_paths:
             known = ", ".join(sorted(self.camera_paths)) or "none"
-            raise SceneError(f"scene has no camera path {name!r} (known: {known})", path=self.path / "scene.toml")
+            raise SceneError(f"scene has no camera path {safe_repr(name, 80)} (known: {known})", path=self.path / "scene.toml")
         return load_camera_path(self.camera_paths[name], width=width, height=height)
 
     def orbit(self, n_frames: int, width: int | None = None, height: int | None = None, **kw) -> CameraPath:

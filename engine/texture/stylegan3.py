@@ -127,7 +127,7 @@ class StyleGAN3Config:
         elif key == "R":
             base = dict(channel_base=65536, channel_max=1024, conv_kernel=1, use_radial_filters=True)
         else:
-            raise ConfigError(f"unknown StyleGAN3 preset {name!r}", hint="use 'T' or 'R'")
+            raise ConfigError(f"unknown StyleGAN3 preset {safe_repr(name, 80)}", hint="use 'T' or 'R'")
         base.update(overrides)
         return cls(**base)
 
@@ -390,7 +390,7 @@ class SynthesisNetwork(nn.Module):
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "const", update_emas: bool = False) -> torch.Tensor:
         if noise_mode not in NOISE_MODES:
-            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {safe_repr(noise_mode, 80)}")
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
             raise ValueError(f"ws must be [N, {self.num_ws}, {self.w_dim}], got {tuple(ws.shape)}")
         ws = ws.to(torch.float32).unbind(1)
@@ -451,7 +451,7 @@ def load_config(gen_dir: str | Path) -> StyleGAN3Config:
     if not isinstance(meta, dict) or meta.get("format") != _FORMAT or not isinstance(meta.get("config"), dict):
         raise WeightsError(f"not a {_FORMAT} config", path=path)
     if meta.get("version") != _FORMAT_VERSION:
-        raise WeightsError(f"unsupported generator format version {meta.get('version')!r}", path=path)
+        raise WeightsError(f"unsupported generator format version {safe_repr(meta.get('version'), 40)}", path=path)
     try:
         return StyleGAN3Config.from_dict(meta["config"], path=path)
     except ConfigError as err:
