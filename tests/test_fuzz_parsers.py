@@ -336,3 +336,29 @@ def test_fuzz_targets_are_listed_in_the_architecture_doc():
     for name in ("test_fuzz_scene_toml", "test_fuzz_transforms_json", "test_fuzz_camera_path_json",
                  "test_fuzz_safetensors_headers", "test_fuzz_pickle_opcode_stream"):
         assert name in doc, name
+
+
+def test_fuzz_stylegan3_record_mapping():
+    """The importer's mapping of a recorded Generator (init kwargs, submodules) onto ours."""
+    from latentscape.texture.pickle_import import PersistentRecord, generator_from_record
+
+    keys = ["z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "mapping_kwargs", "channel_base",
+            "channel_max", "num_layers", "filter_size", "conv_kernel", "margin_size", "use_radial_filters", "bogus"]
+    good = dict(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3, channel_base=64, channel_max=16,
+                num_layers=4)
+
+    @FUZZ
+    @given(st.lists(st.tuples(st.sampled_from(keys), json_values), max_size=3),
+           st.sampled_from(["_init_kwargs", "_init_args", "_modules", "layer_names", None]), json_values)
+    def check(edits, state_key, state_value):
+        kw = {**good, **dict(edits)}
+        synth = PersistentRecord("SynthesisNetwork", 1, "", {"layer_names": [], "_modules": {}})
+        state = {"_init_kwargs": kw, "_modules": {"synthesis": synth}}
+        if state_key == "layer_names":
+            synth.state["layer_names"] = state_value
+        elif state_key is not None:
+            state[state_key] = state_value
+        typed_or_success(generator_from_record, PersistentRecord("Generator", 1, "", state))
+
+    with bounded_memory():
+        check()

@@ -80,14 +80,24 @@ class PersistentRecord:
 
     @property
     def init_args(self) -> tuple:
-        return tuple(self.state.get("_init_args", ()) or ())
+        args = self.state.get("_init_args", ()) or ()
+        if not isinstance(args, (tuple, list)):
+            raise WeightsError(f"{safe_repr(self.class_name, 60)}: _init_args is {safe_repr(args, 60)}, not a tuple")
+        return tuple(args)
 
     @property
     def init_kwargs(self) -> dict:
-        return dict(self.state.get("_init_kwargs", {}) or {})
+        kwargs = self.state.get("_init_kwargs", {}) or {}
+        if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+            raise WeightsError(f"{safe_repr(self.class_name, 60)}: _init_kwargs is {safe_repr(kwargs, 60)}, "
+                               "not a table of names")
+        return dict(kwargs)
 
     def child(self, name: str) -> Any:
-        return (self.state.get("_modules") or {}).get(name)
+        modules = self.state.get("_modules") or {}
+        if not isinstance(modules, dict):
+            raise WeightsError(f"{safe_repr(self.class_name, 60)}: _modules is {safe_repr(modules, 60)}, not a table")
+        return modules.get(name)
 
 
 class EasyDict(dict):
@@ -805,6 +815,15 @@ def _flatten(rec: PersistentRecord, prefix: str, out: dict[str, torch.Tensor], p
 
 def generator_from_record(G_rec: PersistentRecord, path: str | Path = "<pickle>"):
     """Build our :class:`Generator` from a recorded official one; names and shapes must match."""
+    try:
+        return _generator_from_record(G_rec, path)
+    except WeightsError as err:
+        if err.path is not None:
+            raise
+        raise WeightsError(err.message, path=path, hint=err.hint) from None
+
+
+def _generator_from_record(G_rec: PersistentRecord, path: str | Path):
     from latentscape.texture.stylegan3 import Generator
 
     cfg = stylegan3_config_from_record(G_rec, path)
