@@ -23,6 +23,9 @@ from latentscape.render.cameras import Camera
 
 SPLITS = ("train", "val", "test")
 
+MAX_JSON_BYTES = 256 * 2**20
+"""Largest JSON file accepted (a camera path of 10^6 cameras is about 200 MB)."""
+
 
 @dataclass
 class Frame:
@@ -172,6 +175,8 @@ def load_dataset(path: str | Path, *, downscale: int = 1, max_frames: int | None
     if not path.is_file():
         raise DatasetError("transforms.json not found", path=path, hint="point at a folder with a transforms.json (instant-ngp / nerfstudio format)")
     try:
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise DatasetError(f"file is larger than {MAX_JSON_BYTES // 2**20} MiB", path=path)
         meta = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise DatasetError(f"malformed JSON ({err.msg} at line {err.lineno}, column {err.colno})", path=path) from None

@@ -145,3 +145,19 @@ def test_downscale_checked_by_the_dataset_reader_too(tmp_path):
     for bad in (0, -1, 2.5, True):
         with pytest.raises(DatasetError, match="downscale"):
             load_dataset(tmp_path, downscale=bad)
+
+
+def test_deeply_nested_files_are_one_line_errors(base, tmp_path):
+    root = tmp_path / "scene"
+    shutil.copytree(base, root)
+    (root / "scene.toml").write_text("a = " + "[" * 100_000)
+    with pytest.raises(LatentscapeError, match="nested too deeply"):
+        load_scene(root, verify=False)
+    (tmp_path / "cp.json").write_text("[" * 100_000)
+    with pytest.raises(CameraPathError):
+        load_camera_path(tmp_path / "cp.json")
+    (tmp_path / "transforms.json").write_text("{\"frames\": " + "[" * 100_000)
+    with pytest.raises(DatasetError):
+        from latentscape.dataset import load_dataset
+
+        load_dataset(tmp_path)

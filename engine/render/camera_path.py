@@ -21,6 +21,9 @@ from latentscape.render.cameras import Camera, orbit_poses
 
 _TYPES = {"perspective": "pinhole", "pinhole": "pinhole", "fisheye": "fisheye", "equirectangular": "equirectangular"}
 
+MAX_JSON_BYTES = 256 * 2**20
+"""Largest JSON file accepted (a camera path of 10^6 cameras is about 200 MB)."""
+
 
 @dataclass
 class CameraPath:
@@ -101,6 +104,8 @@ def load_camera_path(path: str | Path, *, width: int | None = None, height: int 
     """Read a ``camera_path.json``; ``width``/``height`` override the file's resolution."""
     path = Path(path)
     try:
+        if path.is_file() and path.stat().st_size > MAX_JSON_BYTES:
+            raise CameraPathError(f"file is larger than {MAX_JSON_BYTES // 2**20} MiB", path=path)
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise CameraPathError("file not found", path=path) from None

@@ -40,6 +40,8 @@ from latentscape.render.renderer import MAX_IMAGE_SIDE, RenderConfig
 from latentscape.scene.lock import resolve_in_bundle, verify_lock, write_lock
 
 SCENE_FORMAT = 1
+MAX_TOML_BYTES = 4 * 2**20
+"""Largest scene.toml accepted (the demo's is 8 KB)."""
 _OCCUPANCY_KEYS = ("resolution", "levels", "threshold", "decay")
 """``[field.occupancy]``: the keyword arguments of :class:`OccupancyGrid` besides the box."""
 _OCCUPANCY_RANGES = {"resolution": (int, 2, 1024), "levels": (int, 1, 16), "threshold": (float, 0.0, 1e6),
@@ -116,9 +118,14 @@ def load_scene(path: str | Path | None = None, *, device: str | torch.device = "
         raise SceneError("no scene.toml in this folder", path=root, hint="a scene bundle is a folder with scene.toml; `latentscape train` writes one")
     version = verify_lock(root) if verify else "unverified"
     try:
+        if toml_path.stat().st_size > MAX_TOML_BYTES:
+            raise SceneError(f"scene.toml is larger than {MAX_TOML_BYTES // 2**20} MiB", path=toml_path,
+                             hint="scene.toml describes the scene; large data belongs in asset files")
         cfg = tomllib.loads(toml_path.read_text())
     except tomllib.TOMLDecodeError as err:
-        raise SceneError(f"malformed TOML: {err}", path=toml_path) from None
+        raise SceneError(f"malformed TOML: {safe_repr(str(err), 200)[1:-1]}", path=toml_path) from None
+    except RecursionError:
+        raise SceneError("malformed TOML: nested too deeply", path=toml_path) from None
     except (OSError, UnicodeDecodeError) as err:
         raise SceneError(f"cannot read scene.toml: {safe_repr(str(err), 160)[1:-1]}", path=toml_path) from None
     scene_sec = _section(cfg, "scene", toml_path)

@@ -46,7 +46,7 @@ def declared_outputs(root: Path) -> set[str]:
     they change while the scene runs, so the lock does not hash them."""
     try:
         cfg = tomllib.loads((root / "scene.toml").read_text())
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError):
         return set()
     guard = cfg.get("guardrails")
     log = guard.get("audit_log") if isinstance(guard, dict) else None
@@ -91,8 +91,14 @@ def read_lock(root: Path) -> dict[str, str]:
     if not path.is_file():
         raise LockMismatchError("scene.lock is missing", path=path, hint=f"run `latentscape scene lock {root}` after checking the assets")
     try:
+        if path.stat().st_size > 64 * 2**20:
+            raise LockMismatchError("scene.lock is larger than 64 MiB", path=path,
+                                    hint=f"run `latentscape scene lock {root}`")
         data = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+    except RecursionError:
+        raise LockMismatchError("malformed lock file: nested too deeply", path=path,
+                                hint=f"run `latentscape scene lock {root}`") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as err:
         raise LockMismatchError(f"malformed lock file: {err}", path=path, hint=f"run `latentscape scene lock {root}`") from None
     assets = data.get("assets")
     if not isinstance(assets, dict) or not all(isinstance(v, str) for v in assets.values()):
