@@ -24,10 +24,17 @@ def base(tmp_path_factory):
 def edited(base, tmp_path, edit) -> tuple:
     root = tmp_path / "scene"
     shutil.copytree(base, root)
+    write_lock(root)
     cfg = tomllib.loads((root / "scene.toml").read_text())
     edit(cfg, root)
     (root / "scene.toml").write_text(tomli_w.dumps(cfg))
-    write_lock(root)
+    try:
+        write_lock(root)
+    except SceneError:  # a link out of the bundle: keep the old lock plus the new entries, as an attacker would
+        from latentscape.scene.lock import bundle_files, sha256_file
+
+        lock = {"format": 1, "assets": {rel: sha256_file(root / rel) for rel in bundle_files(root)}}
+        (root / "scene.lock").write_text(tomli_w.dumps(lock))
     return root, cfg
 
 
@@ -73,6 +80,8 @@ def test_a_symlink_out_of_the_bundle_is_refused(base, tmp_path):
         load_scene(root)
     with pytest.raises(SceneError, match=r"\[cameras.paths\] 'link'.*outside the scene bundle"):
         load_scene(root, verify=False)
+    with pytest.raises(SceneError, match=r"bundle file 'cameras/link.json' is outside the scene bundle"):
+        write_lock(root)  # `latentscape scene lock` tells the author at once
 
 
 def test_hidden_files_the_lock_skips_cannot_be_assets(base, tmp_path):

@@ -71,7 +71,10 @@ def bundle_files(root: Path) -> list[str]:
 
 
 def compute_lock(root: Path) -> dict[str, str]:
-    return {rel: sha256_file(root / rel) for rel in bundle_files(root)}
+    files = bundle_files(root)
+    for rel in files:  # a link out of the bundle is refused now, not at the next load
+        resolve_in_bundle(root, rel, "bundle file", kind="any", toml=root / rel)
+    return {rel: sha256_file(root / rel) for rel in files}
 
 
 def write_lock(root: str | Path) -> Path:

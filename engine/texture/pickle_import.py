@@ -317,7 +317,7 @@ class _Loader:
             if not isinstance(args, tuple) or (kwargs is not None and not isinstance(kwargs, dict)):
                 raise self.corrupt("a call without an argument tuple")
             if fn in (set, frozenset, OrderedDict):
-                if kwargs or len(args) > 1:
+                if kwargs or len(args) > 1 or (args and not isinstance(args[0], (list, tuple, set, frozenset))):
                     raise self.unsafe(f"{fn.__name__} called with unusual arguments")
                 items = list(args[0]) if args else []
                 if fn is OrderedDict:
@@ -350,10 +350,10 @@ class _Loader:
             elif name in ("STRING", "BINSTRING", "SHORT_BINSTRING"):  # Python 2 str: read as latin-1
                 stack.append(arg.decode("latin1") if isinstance(arg, bytes) else arg)
             elif name == "POP":
-                if stack:
-                    stack.pop()
+                if marks and len(stack) == marks[-1]:
+                    pop_mark()  # as pickle does: an empty frame pops its mark
                 else:
-                    pop_mark()
+                    stack.pop()
             elif name == "POP_MARK":
                 pop_mark()
             elif name == "DUP":
