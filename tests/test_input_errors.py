@@ -122,6 +122,8 @@ def test_camera_path_types(tmp_path, key, change):
     assert key in str(err.value) and str(p) in str(err.value), str(err.value)
     with pytest.raises(CameraPathError, match="folder"):
         load_camera_path(tmp_path)
+    with pytest.raises(CameraPathError, match="not a regular file"):
+        load_camera_path("/dev/zero")
 
 
 @pytest.mark.parametrize("args", [

@@ -104,6 +104,8 @@ def load_camera_path(path: str | Path, *, width: int | None = None, height: int 
     """Read a ``camera_path.json``; ``width``/``height`` override the file's resolution."""
     path = Path(path)
     try:
+        if path.exists() and not path.is_dir() and not path.is_file():  # /dev/zero, a FIFO: never read
+            raise CameraPathError("not a regular file", path=path, hint="give a camera_path.json file")
         if path.is_file() and path.stat().st_size > MAX_JSON_BYTES:
             raise CameraPathError(f"file is larger than {MAX_JSON_BYTES // 2**20} MiB", path=path)
         data = json.loads(path.read_text())
