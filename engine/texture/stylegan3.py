@@ -446,8 +446,8 @@ def load_config(gen_dir: str | Path) -> StyleGAN3Config:
     except FileNotFoundError:
         raise WeightsError("generator config not found", path=path,
                            hint="point at a folder written by `latentscape import stylegan3`") from None
-    except (OSError, ValueError) as err:
-        raise WeightsError(f"cannot read generator config: {err}", path=path) from None
+    except (OSError, ValueError, RecursionError) as err:
+        raise WeightsError(f"cannot read generator config: {safe_repr(str(err), 160)[1:-1]}", path=path) from None
     if not isinstance(meta, dict) or meta.get("format") != _FORMAT or not isinstance(meta.get("config"), dict):
         raise WeightsError(f"not a {_FORMAT} config", path=path)
     if meta.get("version") != _FORMAT_VERSION:
