@@ -119,6 +119,8 @@ def test_import_round_trip_from_official_structure(tmp_path, fake_official, pres
     G2 = import_stylegan3(pkl, tmp_path / "out")
     for k, v in G.state_dict().items():
         assert torch.equal(G2.state_dict()[k], v), k
+        # bit-identical through our own opcode interpreter (issue 11): same bytes, not just equal values
+        assert G2.state_dict()[k].numpy().tobytes() == v.numpy().tobytes(), k
     G3 = load_generator(tmp_path / "out")
     z = torch.randn(2, 16)
     with torch.no_grad():

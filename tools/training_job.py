@@ -65,13 +65,22 @@ def run_training(*, data: Path, out: Path, steps, max_seconds, rays, levels, fea
     """
     clock0 = time.perf_counter() if started is None else started
     check_output(out, force=force, kind="dir")  # before any work; again when the bundle is renamed into place
-    for flag, value in (("--steps", steps), ("--rays", rays), ("--downscale", downscale)):
-        if value is not None and value <= 0:
-            raise ConfigError(f"{flag} must be positive, got {value}")
-    if max_seconds is not None and not (max_seconds > 0 and math.isfinite(max_seconds)):
-        raise ConfigError(f"--max-seconds must be a positive number of seconds, got {max_seconds}")
-    if not 0.0 < eval_fraction < 1.0:
-        raise ConfigError(f"--eval-fraction must be between 0 and 1, got {eval_fraction}")
+    from latentscape.config import check_number
+
+    # Every numeric flag through the shared validator: 0, negatives, NaN and absurd sizes are
+    # a one-line ConfigError naming the flag, never a traceback or a silent default.
+    for flag, value, kind, low, high in (
+            ("--steps", steps, int, 1, 10**9), ("--rays", rays, int, 1, 1 << 24), ("--downscale", downscale, int, 1, 64),
+            ("--levels", levels, int, 1, 32), ("--features", features, int, 1, 8),
+            ("--log2-hashmap-size", log2_hashmap_size, int, 1, 24), ("--finest-resolution", finest_resolution, int, 1, 1 << 20),
+            ("--steps-per-diagonal", steps_per_diagonal, int, 1, 1 << 16),
+            ("--occupancy-resolution", occupancy_resolution, int, 2, 1024), ("--eval-every", eval_every, int, 0, 10**9),
+            ("--orbit-frames", orbit_frames, int, 1, 100_000)):
+        if value is not None:
+            check_number(value, name=flag, kind=kind, low=low, high=high)
+    if max_seconds is not None:
+        check_number(max_seconds, name="--max-seconds", low=0, high=10**7, low_open=True)
+    check_number(eval_fraction, name="--eval-fraction", low=0, high=1, low_open=True, high_open=True)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {device} asked for, but torch sees no CUDA device", hint="use --device cpu")
     prof = profile_for(device, profile)

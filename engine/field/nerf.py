@@ -19,6 +19,18 @@ from latentscape.kernels.reference.hashgrid import GridLayout, per_level_scale_f
 from latentscape.kernels.reference.sh import sh_encode
 
 
+FIELD_RANGES: dict[str, tuple[int, int]] = {
+    # Generous bounds (instant-ngp's big scenes use 16 levels, 2^19..2^22 entries, 2048..8192
+    # finest resolution) that keep a grid allocatable: 2^24 entries x 32 levels x 8 features
+    # x 4 bytes = 16 GiB is the largest accepted.
+    "n_levels": (1, 32), "n_features_per_level": (1, 8), "log2_hashmap_size": (1, 24),
+    "base_resolution": (1, 1 << 16), "finest_resolution": (1, 1 << 20),
+    "density_hidden": (1, 1024), "density_layers": (0, 16), "geo_features": (0, 256),
+    "color_hidden": (1, 1024), "color_layers": (0, 16), "sh_degree": (1, 4),
+}
+"""Allowed range of each integer :class:`FieldConfig` field ([field.config] in scene.toml)."""
+
+
 @dataclass
 class FieldConfig:
     """Hyper-parameters of the NeRF field (stored in ``scene.toml`` under ``[field.config]``)."""
@@ -55,7 +67,9 @@ class FieldConfig:
         cfg = config_from_dict(cls, data, where=source, path=path)
         try:
             cfg.validate()
-        except ValueError as err:
+        except ConfigError as err:
+            raise ConfigError(f"invalid {source}: {err.message}", path=path, hint=err.hint) from None
+        except (ValueError, TypeError, OverflowError) as err:
             raise ConfigError(f"invalid {source}: {err}", path=path) from None
         return cfg
 
@@ -63,7 +77,12 @@ class FieldConfig:
         return dataclasses.asdict(self)
 
     def validate(self) -> None:
-        if len(self.aabb) != 6 or any(self.aabb[i] >= self.aabb[i + 3] for i in range(3)):
+        from latentscape.config import check_number, check_vector
+
+        for name, (low, high) in FIELD_RANGES.items():
+            setattr(self, name, check_number(getattr(self, name), name=name, kind=int, low=low, high=high))
+        self.aabb = check_vector(self.aabb, name="aabb", length=6, low=-1e6, high=1e6)
+        if any(self.aabb[i] >= self.aabb[i + 3] for i in range(3)):
             raise ValueError("aabb must be [xmin, ymin, zmin, xmax, ymax, zmax] with min < max")
         if self.finest_resolution < self.base_resolution:
             raise ValueError("finest_resolution must be >= base_resolution")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from latentscape.errors import AdapterError
+from latentscape.errors import AdapterError, safe_repr
 
 FORMAT = "latentscape-lora-1"
 _KEY = re.compile(r"^(?:base_model\.model\.)?(?P<mod>.+?)\.(?:lora_(?P<ab>[AB])(?:\.[A-Za-z0-9_-]+)?(?:\.weight)?|(?P<alpha>alpha))$")
@@ -69,7 +69,7 @@ def parse_adapter(tensors: dict[str, torch.Tensor], metadata: dict | None, *, na
     for key, t in tensors.items():
         m = _KEY.match(key)
         if m is None:
-            raise AdapterError(f"unexpected tensor {key!r}", path=path,
+            raise AdapterError(f"unexpected tensor {safe_repr(key, 80)}", path=path,
                                hint="keys are <module>.lora_A / <module>.lora_B (or peft's base_model.model.<module>.lora_A.weight)")
         mod = m.group("mod")
         if m.group("alpha"):

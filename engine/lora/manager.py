@@ -23,7 +23,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from latentscape.errors import AdapterError
+from latentscape.errors import AdapterError, safe_repr
 from latentscape.lora.format import LoraAdapter, load_adapter
 
 
@@ -69,7 +69,7 @@ class AdapterManager:
     def add_target(self, name: str, modules: dict[str, nn.Linear]) -> None:
         """Register the live modules of a target; their current weights become its base."""
         if not modules:
-            raise AdapterError(f"target {name!r} has no linear modules")
+            raise AdapterError(f"target {safe_repr(name, 80)} has no linear modules")
         with torch.no_grad():
             base = {m: lin.weight.detach().clone() for m, lin in modules.items()}
             staging = {m: torch.empty_like(w) for m, w in base.items()}
@@ -80,24 +80,24 @@ class AdapterManager:
         Raises AdapterError before anything changes if the adapter does not fit."""
         adapter = source if isinstance(source, LoraAdapter) else load_adapter(source, name=name, alpha=alpha)
         if target not in self._targets:
-            raise AdapterError(f"adapter {name!r}: unknown target {target!r}", path=adapter.path,
+            raise AdapterError(f"adapter {safe_repr(name, 80)}: unknown target {safe_repr(target, 80)}", path=adapter.path,
                                hint=f"targets of this scene: {', '.join(sorted(self._targets)) or 'none'}")
         t = self._targets[target]
         unknown = sorted(set(adapter.layers) - set(t.modules))
         if unknown:
-            raise AdapterError(f"adapter {name!r}: target {target!r} has no modules {unknown}", path=adapter.path,
+            raise AdapterError(f"adapter {safe_repr(name, 80)}: target {safe_repr(target, 80)} has no modules {unknown}", path=adapter.path,
                                hint=f"its modules: {sorted(t.modules)}")
         delta, merged = {}, {}
         for mod, (a, b) in adapter.layers.items():
             w = t.base[mod]
             out_f, in_f = w.shape
             if a.shape[1] != in_f or b.shape[0] != out_f:
-                raise AdapterError(f"adapter {name!r}: {mod} is [{out_f}, {in_f}], the adapter's B @ A is "
+                raise AdapterError(f"adapter {safe_repr(name, 80)}: {mod} is [{out_f}, {in_f}], the adapter's B @ A is "
                                    f"[{b.shape[0]}, {a.shape[1]}]", path=adapter.path,
                                    hint="the adapter was trained for another field config")
             d = adapter.delta(mod).to(dtype=w.dtype, device=w.device)
             if not torch.isfinite(d).all():
-                raise AdapterError(f"adapter {name!r}: {mod} overflows (NaN/Inf after B @ A * scale)", path=adapter.path)
+                raise AdapterError(f"adapter {safe_repr(name, 80)}: {mod} overflows (NaN/Inf after B @ A * scale)", path=adapter.path)
             delta[mod] = d
         for mod, w in t.base.items():
             # Modules the adapter leaves alone still get a merged buffer (= base), so a commit is one copy_ per module.
@@ -105,7 +105,7 @@ class AdapterManager:
             delta.setdefault(mod, torch.zeros_like(w))
         with self._lock:
             if name in self._adapters and self._adapters[name].target != target:
-                raise AdapterError(f"adapter name {name!r} is already used for target {self._adapters[name].target!r}")
+                raise AdapterError(f"adapter name {safe_repr(name, 80)} is already used for target {self._adapters[name].target!r}")
             self._adapters[name] = _Loaded(adapter, target, delta, merged)
         return adapter
 
@@ -116,15 +116,15 @@ class AdapterManager:
     # ---- requests (any thread)
     def validate_request(self, target: str, mix: dict[str, float]) -> None:
         if target not in self._targets:
-            raise AdapterError(f"unknown adapter target {target!r}", hint=f"targets: {', '.join(sorted(self._targets)) or 'none'}")
+            raise AdapterError(f"unknown adapter target {safe_repr(target, 80)}", hint=f"targets: {', '.join(sorted(self._targets)) or 'none'}")
         for n, w in mix.items():
             loaded = self._adapters.get(n)
             if loaded is None:
-                raise AdapterError(f"adapter {n!r} is not loaded", hint=f"loaded: {', '.join(self.names().get(target, [])) or 'none'}")
+                raise AdapterError(f"adapter {safe_repr(n, 80)} is not loaded", hint=f"loaded: {', '.join(self.names().get(target, [])) or 'none'}")
             if loaded.target != target:
-                raise AdapterError(f"adapter {n!r} belongs to target {loaded.target!r}, not {target!r}")
+                raise AdapterError(f"adapter {safe_repr(n, 80)} belongs to target {safe_repr(loaded.target, 80)}, not {safe_repr(target, 80)}")
             if not (isinstance(w, (int, float)) and w == w and abs(w) <= 16.0):
-                raise AdapterError(f"adapter {n!r}: blend weight must be a finite number in [-16, 16], got {w!r}")
+                raise AdapterError(f"adapter {safe_repr(n, 80)}: blend weight must be a finite number in [-16, 16], got {safe_repr(w, 80)}")
 
     def request(self, target: str, mix: dict[str, float] | str | None, *, fade_s: float = 0.0) -> None:
         """Ask for ``mix`` on ``target`` from the next frame boundary (thread-safe; the
@@ -250,7 +250,15 @@ def build_adapters(scene) -> AdapterManager | None:
         target = e["target"]
         if target not in mgr._targets:
             mgr.add_target(target, resolve_target(target, scene))
-        mgr.preload(name, scene.path / e["file"], target, alpha=e.get("alpha"))
+        from latentscape.config import resolve_in_bundle
+
+        alpha = e.get("alpha")
+        if alpha is not None:
+            from latentscape.config import check_number
+
+            alpha = check_number(alpha, name="alpha", low=0.0, high=1e6, where=f"[adapters.{name}]", path=toml)
+        mgr.preload(name, resolve_in_bundle(scene.path, e["file"], f"[adapters.{name}] file", toml=toml), target,
+                    alpha=alpha)
     for target, name in (sec.get("initial") or {}).items():
         mgr.request(target, name)
     return mgr

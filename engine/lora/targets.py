@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from torch import nn
 
-from latentscape.errors import AdapterError
+from latentscape.errors import AdapterError, safe_repr
 
 TargetResolver = Callable[[Any], dict[str, nn.Linear]]
 _REGISTRY: dict[str, TargetResolver] = {}
@@ -29,7 +29,7 @@ def target_names() -> list[str]:
 
 def resolve_target(name: str, scene: Any) -> dict[str, nn.Linear]:
     if name not in _REGISTRY:
-        raise AdapterError(f"unknown adapter target {name!r}", hint=f"known targets: {', '.join(target_names())}")
+        raise AdapterError(f"unknown adapter target {safe_repr(name, 80)}", hint=f"known targets: {', '.join(target_names())}")
     return _REGISTRY[name](scene)
 
 

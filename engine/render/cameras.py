@@ -31,12 +31,19 @@ class Camera:
     def __post_init__(self) -> None:
         if self.width <= 0 or self.height <= 0:
             raise ValueError(f"resolution must be positive, got {self.width}x{self.height}")
+        if not all(math.isfinite(v) for v in (self.fx, self.fy, self.cx, self.cy)) or (
+                self.model != "equirectangular" and (self.fx <= 0 or self.fy <= 0)):  # equirect ignores them
+            raise ValueError(f"intrinsics must be finite with positive focal lengths, got fx={self.fx} fy={self.fy} "
+                             f"cx={self.cx} cy={self.cy}")
         if self.model not in CAMERA_MODELS:
             raise ValueError(f"unknown camera model {self.model!r} (known: {', '.join(CAMERA_MODELS)})")
 
     @classmethod
     def from_fov(cls, c2w, width: int, height: int, fov_y_deg: float, model: str = "pinhole") -> "Camera":
-        """Vertical field of view in degrees (three.js / nerfstudio convention)."""
+        """Vertical field of view in degrees (three.js / nerfstudio convention). A pinhole
+        sees less than 180 degrees: a fov of 180 or more (a black image) is a ValueError."""
+        if model == "pinhole" and not (isinstance(fov_y_deg, (int, float)) and 0 < fov_y_deg < 180):
+            raise ValueError(f"a pinhole's vertical fov must be in (0, 180) degrees, got {fov_y_deg!r}")
         fy = 0.5 * height / math.tan(math.radians(fov_y_deg) / 2)
         return cls(torch.as_tensor(c2w, dtype=torch.float32), width, height, fy, fy, width / 2, height / 2, model)
 
@@ -78,6 +85,15 @@ def camera_directions(cam: Camera, device: torch.device | str = "cpu", pixels: t
         lat = math.pi / 2 - (v / cam.height) * math.pi
         d = torch.stack((torch.cos(lat) * torch.sin(lon), torch.sin(lat), -torch.cos(lat) * torch.cos(lon)), -1)
     return torch.nn.functional.normalize(d, dim=-1), valid
+
+
+def pixel_centres(cam: Camera, start: int, stop: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """[stop - start, 2] (u, v) centres of the pixels ``start:stop`` in row-major order: the
+    same float32 values as the full grid :func:`camera_directions` builds, one chunk at a time."""
+    idx = torch.arange(start, stop, device=device, dtype=torch.int64)
+    v = (idx // cam.width).to(torch.float32) + 0.5
+    u = (idx % cam.width).to(torch.float32) + 0.5
+    return torch.stack((u, v), -1)
 
 
 def generate_rays(cam: Camera, device: torch.device | str = "cpu", pixels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

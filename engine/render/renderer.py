@@ -31,7 +31,7 @@ import torch
 
 from latentscape.field.nerf import NerfField
 from latentscape.kernels.reference.raymarch import composite_segment, march_segment, occupancy_lookup, ray_aabb
-from latentscape.render.cameras import Camera, generate_rays
+from latentscape.render.cameras import Camera, generate_rays, pixel_centres
 from latentscape.render.occupancy import OccupancyGrid
 
 
@@ -65,9 +65,67 @@ class RenderConfig:
     gpu_samples_per_round: int = 1 << 21
     """Packed marcher on CUDA: field evaluations aimed at per round. Not tuned on a GPU yet."""
 
+    def validate(self, *, where: str = "[render]", path=None) -> "RenderConfig":
+        """Every field a finite number in :data:`RENDER_RANGES` (a ConfigError naming it)."""
+        from latentscape.config import check_number
+
+        for name, (kind, low, high, low_open) in RENDER_RANGES.items():
+            setattr(self, name, check_number(getattr(self, name), name=name, kind=kind, low=low, high=high,
+                                             low_open=low_open, where=where, path=path))
+        if self.min_samples_per_round > self.max_samples_per_round:
+            from latentscape.errors import ConfigError
+
+            raise ConfigError(f"{where} min_samples_per_round must be <= max_samples_per_round", path=path)
+        return self
+
     def step_size(self, aabb) -> float:
         aabb = torch.as_tensor(aabb, dtype=torch.float32)
         return float(torch.linalg.norm(aabb[3:] - aabb[:3])) / self.steps_per_diagonal
+
+
+MAX_IMAGE_SIDE = 16384
+"""Largest width or height a scene, camera path or command line may ask for."""
+"""Largest width or height a scene, camera path or command line may ask for."""
+FRAME_BYTES_PER_PIXEL = 280
+"""Memory one output pixel costs through the whole frame loop (rgb/depth/alpha, mesh layers,
+compositing, the stylizer, the sink's copy). Measured 2026-12-01 on the 2-core CPU with the
+demo scene (mesh layers and stylizer on): peak RSS of ``latentscape render --frames 1
+--width S --height S --out DIR`` was 624 MiB at S=256 and 876 MiB at S=1024, i.e. 268 bytes
+per extra pixel; rounded up. See :func:`frame_bytes`."""
+
+
+def frame_bytes(width: int, height: int) -> int:
+    """Estimated peak memory of one frame at ``width`` x ``height``, beyond the rays of one chunk."""
+    return int(width) * int(height) * FRAME_BYTES_PER_PIXEL
+
+
+def frame_budget() -> int:
+    """Bytes one frame may take: half this machine's physical memory (``LATENTSCAPE_MAX_FRAME_GB`` overrides)."""
+    import os
+
+    env = os.environ.get("LATENTSCAPE_MAX_FRAME_GB")
+    if env:
+        try:
+            gb = float(env)
+            if math.isfinite(gb) and gb > 0:
+                return int(gb * 2**30)
+        except ValueError:
+            pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (ValueError, OSError, AttributeError):  # not Linux/macOS
+        return 8 * 2**30
+
+
+RENDER_RANGES: dict[str, tuple[type, float, float, bool]] = {
+    # name: (type, low, high, low bound exclusive)
+    "steps_per_diagonal": (int, 1, 1 << 16, False), "segment": (int, 1, 4096, False),
+    "early_stop": (float, 0.0, 1.0, False), "near": (float, 0.0, 1e6, False),
+    "chunk": (int, 1, 1 << 24, False), "samples_per_round": (int, 1, 1 << 26, False),
+    "max_samples_per_round": (int, 1, 4096, False), "min_samples_per_round": (int, 1, 4096, False),
+    "train_early_stop": (float, 0.0, 1.0, False),
+}
+"""Allowed range of each :class:`RenderConfig` field ([render] in scene.toml)."""
 
 
 @dataclass
@@ -274,29 +332,39 @@ def render_camera(field: NerfField, grid: OccupancyGrid, cam: Camera, cfg: Rende
     Returns rgb [H, W, 3], depth [H, W], alpha [H, W].
     """
     dev = field.aabb.device
-    o, d, valid = generate_rays(cam, dev)
+    check_size = cam.width * cam.height
     scale = 1.0
     if world_to_field is not None:
         center, scale = world_to_field
-        o = (o - center.to(dev)) * scale
+        center = center.to(dev)
     bg = torch.as_tensor(background, dtype=torch.float32, device=dev)
     bg_rays = background_image.reshape(-1, 3).to(dev) if background_image is not None else None
     tmax = depth_limit.reshape(-1).to(dev) * scale if depth_limit is not None else None
     outs = []
+    valids = []
     samples = rounds = 0
     chunk = cfg.chunk if dev.type == "cpu" else max(cfg.chunk, cfg.gpu_chunk)
-    if getattr(field, "estimator", None) == "proposal":
-        # Fields with their own estimator (nerfacto's proposal sampler) place their samples themselves.
-        rgb, depth, alpha, samples, _ = field.render_rays(o, d, bg if bg_rays is None else bg_rays, tmax)
-        outs.append(RenderOutput(rgb, depth, alpha, samples, 1))
-        rounds = 1
-    for i in range(0, o.shape[0] if not outs else 0, chunk):
-        sl = slice(i, i + chunk)
-        r = render_rays(field, grid, o[sl], d[sl], cfg, bg if bg_rays is None else bg_rays[sl],
-                        tmax=None if tmax is None else tmax[sl])
+    proposal = getattr(field, "estimator", None) == "proposal"
+    # Rays are generated one chunk at a time (an 8K frame's rays alone are 1.3 GB); the
+    # values are the same as generating them all at once (tests/test_resolution_limits.py).
+    for i in range(0, check_size, chunk):
+        sl = slice(i, min(i + chunk, check_size))
+        o, d, valid = generate_rays(cam, dev, pixels=pixel_centres(cam, sl.start, sl.stop, dev))
+        if world_to_field is not None:
+            o = (o - center) * scale
+        bg_sl = bg if bg_rays is None else bg_rays[sl]
+        tmax_sl = None if tmax is None else tmax[sl]
+        if proposal:
+            # Fields with their own estimator (nerfacto's proposal sampler) place their samples themselves.
+            c_rgb, c_depth, c_alpha, c_samples, _ = field.render_rays(o, d, bg_sl, tmax_sl)
+            r = RenderOutput(c_rgb, c_depth, c_alpha, c_samples, 1)
+        else:
+            r = render_rays(field, grid, o, d, cfg, bg_sl, tmax=tmax_sl)
         samples += r.samples
         rounds += r.rounds
         outs.append(r)
+        valids.append(valid)
+    valid = torch.cat(valids)
     rgb = torch.cat([r.rgb for r in outs])
     depth = torch.cat([r.depth for r in outs]) / scale
     alpha = torch.cat([r.alpha for r in outs])

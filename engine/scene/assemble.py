@@ -40,8 +40,9 @@ from typing import Any, Callable, Iterable
 import torch
 
 from latentscape.config import check_keys
-from latentscape.errors import LatentscapeError, SceneError
+from latentscape.errors import LatentscapeError, SceneError, safe_repr
 from latentscape.scene.bundle import Scene
+from latentscape.config import resolve_in_bundle
 
 __all__ = ["LoopParts", "assemble", "build_layers", "build_stylizer"]
 
@@ -49,17 +50,9 @@ _GENERATOR_KEYS = {"path", "program", "description", "rate"}
 _LAYER_KEYS = {"name", "mesh", "transform", "texture", "uv", "method"}
 
 
-def _inside(scene: Scene, rel: Any, what: str) -> Path:
-    toml = scene.path / "scene.toml"
-    if not isinstance(rel, str) or not rel:
-        raise SceneError(f"{what} must be a path string relative to the bundle, got {rel!r}", path=toml)
-    p = Path(rel)
-    root = scene.path.resolve()
-    full = (scene.path / p).resolve()
-    if p.is_absolute() or root not in full.parents:
-        raise SceneError(f"{what} {rel!r} is outside the scene bundle", path=toml,
-                         hint="copy the file into the bundle (so scene.lock covers it) and give a relative path")
-    return scene.path / p
+def _inside(scene: Scene, rel: Any, what: str, kind: str = "any") -> Path:
+    """``rel`` resolved inside the bundle (:func:`latentscape.scene.lock.resolve_in_bundle`)."""
+    return resolve_in_bundle(scene.path, rel, what, kind=kind)
 
 
 def _rethrow(err: LatentscapeError, where: str, toml: Path) -> LatentscapeError:
@@ -104,7 +97,7 @@ def build_layers(scene: Scene, *, hooks: Any = None) -> dict[str, list]:
         check_keys(g, _GENERATOR_KEYS, where=where, path=toml)
         if "path" not in g or "program" not in g:
             raise SceneError(f"{where} needs path (generator folder) and program (latent program)", path=toml)
-        folder = _inside(scene, g["path"], f"{where} path")
+        folder = _inside(scene, g["path"], f"{where} path", kind="dir")
         try:
             program = LatentProgram.from_dict(g["program"])
             G = load_generator(folder, device=dev)
@@ -126,7 +119,7 @@ def build_layers(scene: Scene, *, hooks: Any = None) -> dict[str, list]:
         tex_ref = lc["texture"]
         if not isinstance(tex_ref, str) or not tex_ref:
             raise SceneError(f"{where} texture must be a generator name or an image path", path=toml)
-        mesh_path = _inside(scene, lc["mesh"], f"{where} mesh")
+        mesh_path = _inside(scene, lc["mesh"], f"{where} mesh", kind="file")
         try:
             mesh = load_mesh(mesh_path, transform=lc.get("transform"), uv=lc.get("uv", "mesh"))
         except LatentscapeError as err:
@@ -138,7 +131,7 @@ def build_layers(scene: Scene, *, hooks: Any = None) -> dict[str, list]:
             img = _inside(scene, tex_ref, f"{where} texture")
             if not img.is_file():
                 known = ", ".join(sorted(gens)) or "none"
-                raise SceneError(f"{where} texture {tex_ref!r} is neither a generator (known: {known}) "
+                raise SceneError(f"{where} texture {safe_repr(tex_ref, 80)} is neither a generator (known: {known}) "
                                  "nor an image file in the bundle", path=toml)
             texture = texture_from_image(img)
         try:
@@ -225,13 +218,10 @@ def build_stylizer(scene: Scene, override: str | Path | None = None):
         raise SceneError("[stylizer] needs path = \"<folder inside the bundle>\"", path=scene.path / "scene.toml")
     if not sec.get("enabled", True):
         return None
-    target = (scene.path / sec["path"]).resolve()
-    if scene.path.resolve() not in target.parents:
-        raise SceneError(f"[stylizer] path {sec['path']!r} leaves the bundle", path=scene.path / "scene.toml",
-                         hint="keep the stylizer inside the scene folder so scene.lock covers it")
+    target = resolve_in_bundle(scene.path, sec["path"], "[stylizer] path", kind="dir")
     mix = sec.get("mix", 1.0)
     if isinstance(mix, bool) or not isinstance(mix, (int, float)) or not 0.0 <= mix <= 1.0:
-        raise SceneError(f"[stylizer] mix must be a number in [0, 1], got {mix!r}", path=scene.path / "scene.toml")
+        raise SceneError(f"[stylizer] mix must be a number in [0, 1], got {safe_repr(mix, 80)}", path=scene.path / "scene.toml")
     options = {k: v for k, v in sec.items() if k not in ("path", "enabled", "mix")}
     styl = load_stylizer(target, device=scene.device, **options)
     return styl if mix == 1.0 else _Mixed(styl, float(mix))

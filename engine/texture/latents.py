@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from latentscape.config import check_keys
-from latentscape.errors import ConfigError
+from latentscape.errors import ConfigError, safe_repr
 
 __all__ = ["LatentProgram", "slerp", "seed_to_z"]
 
@@ -65,13 +65,13 @@ def _err(msg: str) -> ConfigError:
 
 def _int(v: Any, name: str) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**32:
-        raise _err(f"{name} must be an integer in [0, 2**32), got {v!r}")
+        raise _err(f"{name} must be an integer in [0, 2**32), got {safe_repr(v, 80)}")
     return v
 
 
 def _num(v: Any, name: str) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise _err(f"{name} must be a finite number, got {v!r}")
+        raise _err(f"{name} must be a finite number, got {safe_repr(v, 80)}")
     return float(v)
 
 
@@ -92,19 +92,19 @@ class LatentProgram:
             raise _err(f"must be a table, got {type(data).__name__}")
         kind = data.get("kind")
         if kind not in _KINDS:
-            raise _err(f"kind must be one of {', '.join(_KINDS)}, got {kind!r}")
-        check_keys(data, _FIELDS[kind], where=f"the latent program (kind {kind!r})",
+            raise _err(f"kind must be one of {', '.join(_KINDS)}, got {safe_repr(kind, 80)}")
+        check_keys(data, _FIELDS[kind], where=f"the latent program (kind {safe_repr(kind, 80)})",
                    hint="see latentscape.texture.latents for the fields")
         psi = _num(data.get("psi", 1.0), "psi")
         cutoff = data.get("truncation_cutoff")
         if cutoff is not None and (isinstance(cutoff, bool) or not isinstance(cutoff, int) or cutoff < 0):
-            raise _err(f"truncation_cutoff must be a non-negative integer, got {cutoff!r}")
+            raise _err(f"truncation_cutoff must be a non-negative integer, got {safe_repr(cutoff, 80)}")
         interp = data.get("interp", "slerp")
         space = data.get("space", "z")
         if interp not in ("lerp", "slerp"):
-            raise _err(f"interp must be lerp or slerp, got {interp!r}")
+            raise _err(f"interp must be lerp or slerp, got {safe_repr(interp, 80)}")
         if space not in ("z", "w"):
-            raise _err(f"space must be z or w, got {space!r}")
+            raise _err(f"space must be z or w, got {safe_repr(space, 80)}")
         if space == "w" and interp == "slerp" and kind != "seed":
             raise _err("slerp is only meaningful in z; use interp = 'lerp' with space = 'w'")
         if kind == "seed":
@@ -113,7 +113,7 @@ class LatentProgram:
             return cls(kind, (_int(data["seed"], "seed"),), psi=psi, truncation_cutoff=cutoff)
         seeds = data.get("seeds")
         if not isinstance(seeds, (list, tuple)) or len(seeds) < 1:
-            raise _err(f"seeds must be a non-empty list, got {seeds!r}")
+            raise _err(f"seeds must be a non-empty list, got {safe_repr(seeds, 80)}")
         seeds = tuple(_int(s, "seeds[]") for s in seeds)
         if kind == "walk":
             period = _num(data.get("period", 0), "period")

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentscape.errors import ConfigError, WeightsError
+from latentscape.errors import ConfigError, WeightsError, safe_repr
 from latentscape.kernels.filtered_lrelu import filtered_lrelu
 from latentscape.texture.filters import lowpass_filter
 
@@ -48,6 +48,23 @@ GENERATOR_WEIGHTS = "generator.safetensors"
 GENERATOR_CONFIG = "generator.json"
 _FORMAT = "latentscape.stylegan3"
 _FORMAT_VERSION = 1
+
+
+CONFIG_RANGES: dict[str, tuple[type, float, float]] = {
+    # name: (type, low, high). Upper bounds are far above every published config (T/R at
+    # 1024 px: channel_base 32768/65536, channel_max 512/1024, 14 layers, filter_size 6) and
+    # low enough that a generator built from them fits in memory.
+    "z_dim": (int, 1, 8192), "c_dim": (int, 0, 65536), "w_dim": (int, 1, 8192),
+    "img_resolution": (int, 1, 4096), "img_channels": (int, 1, 4),
+    "channel_base": (int, 1, 1 << 20), "channel_max": (int, 1, 4096),
+    "num_layers": (int, 1, 64), "num_critical": (int, 0, 64),
+    "first_cutoff": (float, 1e-3, 1e4), "first_stopband": (float, 1e-3, 1e4), "last_stopband_rel": (float, 1e-3, 1e2),
+    "margin_size": (int, 0, 256), "output_scale": (float, -1e6, 1e6),
+    "conv_kernel": (int, 1, 7), "filter_size": (int, 1, 32), "lrelu_upsampling": (int, 1, 8),
+    "conv_clamp": (float, 0, 1e9), "magnitude_ema_beta": (float, 0, 1),
+    "mapping_layers": (int, 1, 32), "mapping_lr_multiplier": (float, 1e-9, 1e3), "w_avg_beta": (float, 0, 1),
+}
+"""Allowed range of every :class:`StyleGAN3Config` field (checked by ``validate``)."""
 
 
 @dataclass
@@ -110,7 +127,7 @@ class StyleGAN3Config:
         elif key == "R":
             base = dict(channel_base=65536, channel_max=1024, conv_kernel=1, use_radial_filters=True)
         else:
-            raise ConfigError(f"unknown StyleGAN3 preset {name!r}", hint="use 'T' or 'R'")
+            raise ConfigError(f"unknown StyleGAN3 preset {safe_repr(name, 80)}", hint="use 'T' or 'R'")
         base.update(overrides)
         return cls(**base)
 
@@ -119,17 +136,23 @@ class StyleGAN3Config:
         return self.num_layers + 2
 
     def validate(self) -> "StyleGAN3Config":
-        for name in ("z_dim", "w_dim", "img_resolution", "img_channels", "channel_base", "channel_max",
-                     "num_layers", "conv_kernel", "filter_size", "lrelu_upsampling", "mapping_layers"):
+        """Check every field against :data:`CONFIG_RANGES` (types, finite, in range) before
+        anything is allocated: a pickle or sidecar saying ``num_layers = 1e6`` or
+        ``filter_size = 1e9`` is a ConfigError, not an endless allocation."""
+        from latentscape.config import check_number
+
+        for name, (kind, low, high) in CONFIG_RANGES.items():
             v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-                raise ConfigError(f"StyleGAN3 config: {name} must be a positive integer, got {v!r}")
+            if name == "conv_clamp" and v is None:
+                continue
+            setattr(self, name, check_number(v, name=name, kind=kind, low=low, high=high, where="StyleGAN3 config"))
+        if not isinstance(self.use_radial_filters, (bool, np.bool_)):
+            raise ConfigError(f"StyleGAN3 config: use_radial_filters must be true or false, "
+                              f"got {safe_repr(self.use_radial_filters, 40)}")
         if self.img_resolution & (self.img_resolution - 1):
             raise ConfigError(f"StyleGAN3 config: img_resolution must be a power of two, got {self.img_resolution}")
         if not 0 <= self.num_critical < self.num_layers:
             raise ConfigError(f"StyleGAN3 config: num_critical must be in [0, num_layers), got {self.num_critical}")
-        if self.c_dim < 0:
-            raise ConfigError(f"StyleGAN3 config: c_dim must be >= 0, got {self.c_dim}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -367,7 +390,7 @@ class SynthesisNetwork(nn.Module):
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "const", update_emas: bool = False) -> torch.Tensor:
         if noise_mode not in NOISE_MODES:
-            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {safe_repr(noise_mode, 80)}")
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
             raise ValueError(f"ws must be [N, {self.num_ws}, {self.w_dim}], got {tuple(ws.shape)}")
         ws = ws.to(torch.float32).unbind(1)
@@ -423,12 +446,12 @@ def load_config(gen_dir: str | Path) -> StyleGAN3Config:
     except FileNotFoundError:
         raise WeightsError("generator config not found", path=path,
                            hint="point at a folder written by `latentscape import stylegan3`") from None
-    except (OSError, ValueError) as err:
-        raise WeightsError(f"cannot read generator config: {err}", path=path) from None
+    except (OSError, ValueError, RecursionError) as err:
+        raise WeightsError(f"cannot read generator config: {safe_repr(str(err), 160)[1:-1]}", path=path) from None
     if not isinstance(meta, dict) or meta.get("format") != _FORMAT or not isinstance(meta.get("config"), dict):
         raise WeightsError(f"not a {_FORMAT} config", path=path)
     if meta.get("version") != _FORMAT_VERSION:
-        raise WeightsError(f"unsupported generator format version {meta.get('version')!r}", path=path)
+        raise WeightsError(f"unsupported generator format version {safe_repr(meta.get('version'), 40)}", path=path)
     try:
         return StyleGAN3Config.from_dict(meta["config"], path=path)
     except ConfigError as err:

@@ -26,9 +26,11 @@ def register(app: typer.Typer) -> None:
         """Convert a StyleGAN3 pickle with a restricted unpickler (no code from the file runs).
 
         The folder appears complete or not at all (a failure or a full disk leaves nothing)."""
+        from latentscape.config import check_number
         from latentscape.outputs import staged
         from latentscape.texture.pickle_import import import_stylegan3
 
+        max_gb = check_number(max_gb, name="--max-gb", low=0, high=1024, low_open=True)
         with staged(out, kind="dir", force=force, command="import stylegan3") as tmp:
             G = import_stylegan3(network, tmp, key=key, max_bytes=int(max_gb * 2**30))
         cfg = G.cfg
