@@ -116,9 +116,10 @@ def _connect(ray, address: str | None, workers: int, cpus: float, gpus: float) -
         kw.update(include_dashboard=False, num_cpus=max(os.cpu_count() or 1, int(workers * cpus + 0.999)))
     try:
         ray.init(address=address, **kw)
-    except (ConnectionError, RuntimeError, ValueError) as err:
-        raise FarmError(f"cannot reach the Ray cluster at {address!r}: {str(err).splitlines()[0]}",
-                        hint="start one with `ray start --head`, or leave --address out for a local instance") from None
+    except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as err:
+        raise FarmError(f"cannot reach the Ray cluster at {address!r}: {str(err).splitlines()[0][:300]}",
+                        hint="start one with `ray start --head` (token auth: set RAY_AUTH_TOKEN or ~/.ray/auth_token "
+                             "as on the cluster), or leave --address out for a local instance") from None
 
 
 def _check_capacity(ray, workers: int, cpus: float, gpus: float) -> None:
@@ -265,7 +266,7 @@ def _schedule(ray, actors: dict[str, Any], folder: FarmFolder, shape: dict[str, 
             continue
         rec.status, rec.sha256 = "missing", None
         if rec.error is None or rec.attempts > retries:  # a rerun gives a failed frame its retries back
-            rec.attempts = 0
+            rec.attempts, rec.tried = 0, None
         todo.append(i)
     for i in [k for k in folder.frames if k >= n]:
         del folder.frames[i]
@@ -286,6 +287,7 @@ def _schedule(ray, actors: dict[str, Any], folder: FarmFolder, shape: dict[str, 
         rec = folder.record(index)
         rec.error = error
         tried_by[index].add(worker)
+        rec.tried = [*(rec.tried or []), worker]
         if rec.attempts > retries:
             rec.status = "failed"
             failed[index] = error
@@ -331,7 +333,7 @@ def _schedule(ray, actors: dict[str, Any], folder: FarmFolder, shape: dict[str, 
                         fail(i, name, res["error"])
                         continue
                     folder.write_frame(i, res["png"], res["sha256"])
-                    rec.status, rec.sha256, rec.error = "done", res["sha256"], None
+                    rec.status, rec.sha256 = "done", res["sha256"]
                     if res["audit"]:
                         _append_audit(audit_path, res["audit"])
                     rendered += 1

@@ -65,6 +65,8 @@ class FrameRecord:
     pid: int | None = None
     error: str | None = None
     ms: float | None = None
+    tried: list[str] | None = None
+    """Workers that failed this frame (a retry goes to another one when it can)."""
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None or k in ("status", "attempts", "error")}

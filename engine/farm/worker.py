@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import socket
 import tempfile
@@ -45,6 +46,17 @@ class WorkerSpec:
     """torch intra-op threads (the CPUs Ray gives this worker): fixed, so a frame's bytes
     do not depend on how busy the machine is."""
     env: dict[str, str] = field(default_factory=dict)
+
+
+class _PluginLog(logging.Handler):
+    """Keeps the plugin host's warnings of one frame (what a failed plugin call said)."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
 
 
 def encode_png(rgb) -> bytes:
@@ -135,12 +147,18 @@ class FarmWorker:
         t0 = time.perf_counter()
         before = self._plugin_failures()
         self._verdicts.clear()
+        plugin_log = _PluginLog()
+        logging.getLogger("latentscape.plugins").addHandler(plugin_log)
         try:
-            frame = self.session.render(index)
+            try:
+                frame = self.session.render(index)
+            finally:
+                logging.getLogger("latentscape.plugins").removeHandler(plugin_log)
             after = self._plugin_failures()
             failed = sorted(n for n, k in after.items() if k > before.get(n, 0))
             if failed:
-                raise RuntimeError(f"plugin {', '.join(failed)} failed on this frame (see the worker's log)")
+                said = "; ".join(m for m in plugin_log.messages if any(f"plugin {n}:" in m for n in failed))
+                raise RuntimeError(f"plugin {', '.join(failed)} failed on this frame: {said or 'see the worker log'}")
             png = encode_png(frame.rgb)
             res.update(ok=True, png=png, sha256=hashlib.sha256(png).hexdigest(), audit=list(self._verdicts))
         except Exception as err:  # noqa: BLE001 - a poison frame is reported, the worker goes on
