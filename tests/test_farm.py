@@ -89,7 +89,8 @@ def cluster():
 
 
 def plugin(name: str, cls: str, **settings) -> dict:
-    return {"name": name, "module": f"farm_test_plugins:{cls}", "isolation": "inline", "settings": settings}
+    return {"name": name, "module": f"farm_test_plugins:{cls}", "isolation": "inline", "budget_ms": 5000,
+            "settings": settings}
 
 
 def scene_with(tmp: Path, name: str, *plugins: dict) -> Path:

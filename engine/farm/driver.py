@@ -108,9 +108,6 @@ def normalize_address(address: str | None) -> str | None:
 
 def _connect(ray, address: str | None, workers: int, cpus: float, gpus: float) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    # Ray's C++ log on the driver's stderr would bury the progress bar (it warns, for one,
-    # that actors keep their scene reference for restarts, which the driver holds anyway).
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
     kw: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False, "configure_logging": True}
     if address is None:
         kw.update(include_dashboard=False, num_cpus=max(os.cpu_count() or 1, int(workers * cpus + 0.999)))
@@ -180,8 +177,8 @@ def run_farm(job: FarmJob, *, address: str | None = None, workers: int | None = 
             workers = int(have.get("GPU", 0) // gpus_per_worker) if gpus_per_worker else int(have.get("CPU", 1) // cpus_per_worker)
             workers = max(1, workers)
         _check_capacity(ray, workers, cpus_per_worker, gpus_per_worker)
-        for p in payloads.values():
-            p.ref = [ray.put(p.data)]
+        fields = {"scene": "scene", "camera": "camera_file", "stylizer": "stylizer"}
+        refs = {fields[k]: [ray.put(p.data)] for k, p in payloads.items()}
         spec = WorkerSpec(scene=payloads["scene"].without_data(),
                           camera_file=payloads["camera"].without_data() if "camera" in payloads else None,
                           stylizer=payloads["stylizer"].without_data() if "stylizer" in payloads else None,
@@ -191,7 +188,7 @@ def run_farm(job: FarmJob, *, address: str | None = None, workers: int | None = 
                                                    max_restarts=-1, max_task_retries=0)
         names = [f"w{i}" for i in range(workers)]
         actors = {name: actor_cls.remote(spec, name) for name in names}
-        shape = _describe(ray, actors)
+        shape = _describe(ray, actors, refs)
         if job.frames is not None:
             shape["frames"] = min(shape["frames"], job.frames)
         if any(t.lower().endswith(".mp4") for t in job.exports) and (shape["width"] % 2 or shape["height"] % 2):
@@ -200,7 +197,7 @@ def run_farm(job: FarmJob, *, address: str | None = None, workers: int | None = 
                               hint="choose an even size, or export PNGs")
         folder = FarmFolder(job.out)
         folder.prepare(job_identity(job, payloads, shape), force=job.force)
-        report = _schedule(ray, actors, folder, shape, chunk=chunk, retries=retries, progress=progress,
+        report = _schedule(ray, actors, refs, folder, shape, chunk=chunk, retries=retries, progress=progress,
                            on_frame=on_frame, audit_log=job.audit_log)
     finally:
         ray.shutdown()
@@ -235,10 +232,10 @@ def _failed_message(failed: dict[int, str]) -> str:
     return f"{len(items)} frame(s) failed after every retry: {shown}{more}"
 
 
-def _describe(ray, actors: dict[str, Any]) -> dict[str, Any]:
+def _describe(ray, actors: dict[str, Any], refs: dict[str, list[Any]]) -> dict[str, Any]:
     """Ask every worker what it loaded: they must agree; a load error stops the job."""
     names = list(actors)
-    infos = ray.get([actors[n].describe.remote() for n in names])
+    infos = ray.get([actors[n].describe.remote(refs) for n in names])
     for info in infos:
         if info.get("error"):
             raise FarmError(f"worker {info['worker']} on {info['host']} could not load the scene: {info['error']}")
@@ -250,7 +247,7 @@ def _describe(ray, actors: dict[str, Any]) -> dict[str, Any]:
     return {k: first[k] for k in ("frames", "width", "height", "fps", "scene_version")}
 
 
-def _schedule(ray, actors: dict[str, Any], folder: FarmFolder, shape: dict[str, Any], *, chunk: int, retries: int,
+def _schedule(ray, actors: dict[str, Any], refs: dict[str, list[Any]], folder: FarmFolder, shape: dict[str, Any], *, chunk: int, retries: int,
               progress: bool, on_frame, audit_log: Path | None) -> FarmReport:
     from tqdm import tqdm
 
@@ -295,23 +292,27 @@ def _schedule(ray, actors: dict[str, Any], folder: FarmFolder, shape: dict[str, 
         else:
             queue.appendleft([index])
 
-    def pick(batch: list[int]) -> str:
-        """An idle worker; for a retried frame one that has not failed it, when there is one."""
-        if len(batch) == 1 and tried_by.get(batch[0]):
-            for name in idle:
-                if name not in tried_by[batch[0]]:
-                    idle.remove(name)
-                    return name
-        return idle.pop(0)
+    def pick(batch: list[int]) -> str | None:
+        """An idle worker for ``batch``. A retried frame waits for a worker that has not
+        failed it, while there is one; then any worker may try it."""
+        tried = tried_by.get(batch[0]) if len(batch) == 1 else None
+        if not tried or all(w in tried for w in actors):
+            return idle[0]
+        return next((w for w in idle if w not in tried), None)
 
     try:
         while queue or running:
-            while queue and idle:
-                batch = queue.popleft()
+            for batch in list(queue):
+                if not idle:
+                    break
                 name = pick(batch)
+                if name is None:
+                    continue
+                queue.remove(batch)
+                idle.remove(name)
                 for i in batch:
                     folder.record(i).attempts += 1
-                running[actors[name].render.remote(batch)] = (name, batch)
+                running[actors[name].render.remote(batch, refs)] = (name, batch)
             ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
             for ref in ready:
                 name, batch = running.pop(ref)

@@ -33,6 +33,7 @@ class WorkerSpec:
     """Everything a worker needs, none of it a driver-only path."""
 
     scene: Payload
+    """Payloads travel without their bytes and references (see :meth:`FarmWorker._ensure`)."""
     camera_file: Payload | None = None
     stylizer: Payload | None = None
     camera: str | None = None
@@ -75,8 +76,8 @@ def _fetch_from_ray(payload: Payload) -> bytes:
 
 
 class FarmWorker:
-    """Renders frames of one scene. Construction never raises: an error loading the scene
-    is kept and reported by :meth:`describe`, so the driver can show it as a typed error."""
+    """Renders frames of one scene. Loading never raises: an error loading the scene is
+    kept and reported by :meth:`describe`, so the driver can show it as a typed error."""
 
     def __init__(self, spec: WorkerSpec, name: str = "w?", fetch: Callable[[Payload], bytes] | None = None):
         import torch
@@ -96,6 +97,17 @@ class FarmWorker:
             numba.set_num_threads(max(1, min(int(spec.threads), numba.config.NUMBA_NUM_THREADS)))
         except ImportError:
             pass
+
+    def _ensure(self, refs: dict[str, list[Any]] | None) -> None:
+        """Load the scene on first use. ``refs``: kind -> [object ref] of the payloads; they
+        come with every call rather than with the constructor, so a restarted actor
+        (after its process died) loads again from the driver's references."""
+        if self.session is not None or self.error is not None:
+            return
+        for kind, ref in (refs or {}).items():
+            payload = getattr(self.spec, kind)
+            if payload is not None and not payload.ref:
+                payload.ref = list(ref)
         try:
             self.session = self._open()
         except LatentscapeError as err:
@@ -116,8 +128,9 @@ class FarmWorker:
                             cameras=cameras, audit_log=self._audit_dir / "audit.jsonl",
                             verdict_listeners=[self._verdicts.append])
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self, refs: dict[str, list[Any]] | None = None) -> dict[str, Any]:
         """The job's shape as this worker sees it (or the error that stopped it loading)."""
+        self._ensure(refs)
         base = {"worker": self.name, "host": self.host, "pid": self.pid}
         if self.session is None:
             return {**base, "error": self.error}
@@ -130,9 +143,10 @@ class FarmWorker:
         report = getattr(self.session.hooks, "report", None)
         return {name: sum(r["failures"].values()) for name, r in (report() if report else {}).items()}
 
-    def render(self, indices: list[int]) -> list[dict[str, Any]]:
+    def render(self, indices: list[int], refs: dict[str, list[Any]] | None = None) -> list[dict[str, Any]]:
         """Render ``indices`` in order; one result per frame: ``ok``, ``png``, ``sha256``,
         ``error``, ``ms``, ``audit`` (its guardrail decisions), and who made it."""
+        self._ensure(refs)
         out = []
         for index in indices:
             out.append(self._render_one(int(index)))
