@@ -77,6 +77,9 @@ class FarmReport:
     height: int = 0
     total_seconds: float = 0.0
     """From the call to the end of the exports, Ray's start and the workers' scene loading included."""
+    timings: dict[str, float] = field(default_factory=dict)
+    """Means per rendered frame, in ms: ``render`` and ``encode`` (on the worker), ``write``
+    (the driver: checksum, frame and sidecar written and renamed, manifest)."""
 
     @property
     def fps(self) -> float:
@@ -276,6 +279,7 @@ def _schedule(ray, actors: dict[str, Any], refs: dict[str, list[Any]], folder: F
     per_worker: dict[str, int] = collections.Counter()
     failed: dict[int, str] = {}
     rendered = 0
+    sums: dict[str, float] = collections.Counter()
     audit_path = audit_log or folder.out / "audit.jsonl"
     bar = tqdm(total=len(todo), desc="farm", unit="frame", disable=not progress, dynamic_ncols=True)
     t0 = time.perf_counter()
@@ -333,22 +337,29 @@ def _schedule(ray, actors: dict[str, Any], refs: dict[str, list[Any]], folder: F
                         log.warning("frame %d failed on %s: %s", i, name, res["error"])
                         fail(i, name, res["error"])
                         continue
+                    tw = time.perf_counter()
                     folder.write_frame(i, res["png"], res["sha256"])
                     rec.status, rec.sha256 = "done", res["sha256"]
                     if res["audit"]:
                         _append_audit(audit_path, res["audit"])
                     rendered += 1
                     per_worker[name] += 1
+                    sums["render"] += res.get("render_ms", 0.0)
+                    sums["encode"] += res.get("encode_ms", 0.0)
+                    sums["write"] += (time.perf_counter() - tw) * 1000.0
                     bar.update(1)
                     bar.set_postfix_str(" ".join(f"{w}={per_worker[w]}" for w in sorted(per_worker)), refresh=False)
                     if on_frame is not None:
                         on_frame(i, res)
+            ts = time.perf_counter()
             folder.save(every=0.25)
+            sums["write"] += (time.perf_counter() - ts) * 1000.0
     finally:
         bar.close()
         folder.save()
     return FarmReport(frames=n, rendered=rendered, skipped=skipped, failed=failed, seconds=time.perf_counter() - t0,
-                      per_worker=dict(per_worker), exports=[])
+                      per_worker=dict(per_worker), exports=[],
+                      timings={k: v / rendered for k, v in sums.items()} if rendered else {})
 
 
 def _append_audit(path: Path, records: Iterable[dict]) -> None:

@@ -173,7 +173,10 @@ class FarmWorker:
             if failed:
                 said = "; ".join(m for m in plugin_log.messages if any(f"plugin {n}:" in m for n in failed))
                 raise RuntimeError(f"plugin {', '.join(failed)} failed on this frame: {said or 'see the worker log'}")
+            t1 = time.perf_counter()
             png = encode_png(frame.rgb)
+            res["render_ms"] = (t1 - t0) * 1000.0
+            res["encode_ms"] = (time.perf_counter() - t1) * 1000.0
             res.update(ok=True, png=png, sha256=hashlib.sha256(png).hexdigest(), audit=list(self._verdicts))
         except Exception as err:  # noqa: BLE001 - a poison frame is reported, the worker goes on
             res["error"] = f"{type(err).__name__}: {err}".splitlines()[0]
