@@ -262,6 +262,13 @@ def test_addresses():
             normalize_address(bad)
 
 
+def test_an_unreachable_cluster_is_one_line(tmp_path):
+    res = run([sys.executable, "-m", "latentscape.tools.cli", "farm", "render", "--out", str(tmp_path / "out"),
+               "--address", f"127.0.0.1:{_free_port()}"], timeout=60)
+    assert res.returncode != 0 and "cannot reach the Ray cluster" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_shipped_scene_is_verified_and_cached(tmp_path):
     from latentscape.errors import LockMismatchError
     from latentscape.farm.ship import materialize, pack_scene

@@ -109,8 +109,24 @@ def normalize_address(address: str | None) -> str | None:
     return address
 
 
+def _probe(address: str) -> None:
+    """A TCP connect to HOST:PORT first: ray.init waits without a word, for a long time, for
+    a head node that is not there."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5.0).close()
+    except (OSError, ValueError) as err:
+        raise FarmError(f"cannot reach the Ray cluster at {address!r}: {err.strerror or err}",
+                        hint="start its head with `ray start --head`, check HOST:PORT (ray start prints it), "
+                             "or leave --address out for a local instance") from None
+
+
 def _connect(ray, address: str | None, workers: int, cpus: float, gpus: float) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if address not in (None, "auto"):
+        _probe(address)
     kw: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False, "configure_logging": True}
     if address is None:
         kw.update(include_dashboard=False, num_cpus=max(os.cpu_count() or 1, int(workers * cpus + 0.999)))
@@ -160,8 +176,6 @@ def run_farm(job: FarmJob, *, address: str | None = None, workers: int | None = 
                           "--cpus-per-worker > 0")
     address = normalize_address(address)
     ray = import_ray()
-    for target in job.exports:  # an unwritable or existing export fails now, not after the render
-        open_sink(target, overwrite=job.force or _ours(job, target))
     scene_dir = Path(job.scene) if job.scene is not None else demo_scene_path()
     payloads = {"scene": pack_scene(scene_dir)}
     if job.camera_path is not None:
@@ -175,6 +189,8 @@ def run_farm(job: FarmJob, *, address: str | None = None, workers: int | None = 
     t_start = time.perf_counter()
     _connect(ray, address, workers or 1, cpus_per_worker, gpus_per_worker)
     try:
+        for target in job.exports:  # an unwritable or existing export fails now, not after the render
+            open_sink(target, overwrite=job.force or _ours(job, target))
         if workers is None:
             have = ray.cluster_resources()
             workers = int(have.get("GPU", 0) // gpus_per_worker) if gpus_per_worker else int(have.get("CPU", 1) // cpus_per_worker)
