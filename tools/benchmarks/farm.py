@@ -4,7 +4,8 @@ process, the farm's per-frame overhead, and a paper projection of a big job.
     python -m latentscape.tools.benchmarks.farm [--size 128] [--frames 24] [--json out.json]
 
 1. single process: ``Session.run`` of the demo scene's default path at SIZE x SIZE
-   (what ``latentscape render`` does; torch's default threads), after a warm-up frame;
+   (what ``latentscape render`` does; torch's default threads), after a warm-up frame in
+   another Session;
 2. farm, 1 and 2 workers (``run_farm`` with a local Ray instance, one CPU and one torch
    thread per worker, chunk 4): frames/s from the first chunk sent to the last frame
    written, and the whole command (Ray start, scene shipping and loading) as well; the
@@ -39,8 +40,10 @@ def single_process(scene, size: int, frames: int, out: Path) -> dict:
     from latentscape.session import CameraSpec, Session
     from latentscape.sinks import PngSequenceSink
 
-    with Session.open(scene, cameras=CameraSpec(width=size, height=size)) as s:
-        s.render(0)  # warm-up: numba cache load, allocator
+    cams = CameraSpec(width=size, height=size)
+    with Session.open(scene, cameras=cams) as s:
+        s.render(0)  # warm-up (numba cache load, allocator) in a session of its own: plugins keep state
+    with Session.open(scene, cameras=cams) as s:
         t0 = time.perf_counter()
         stats = s.run(s.path, PngSequenceSink(out), count=frames, progress=False)
         dt = time.perf_counter() - t0
