@@ -99,14 +99,21 @@ def scene_with(tmp: Path, name: str, *plugins: dict) -> Path:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """Frame bytes from `latentscape render` in this one process (no plugins: they change no pixel)."""
+    """Frame bytes from `latentscape render` in this one process (no plugins: they change no
+    pixel), with the workers' one thread (docs/farm.md: the thread count is part of the guarantee)."""
+    import torch
     from typer.testing import CliRunner
 
     from latentscape.tools.cli import app
 
     tmp = tmp_path_factory.mktemp("reference")
     scene = scene_with(tmp, "scene")
-    res = CliRunner().invoke(app, ["render", str(scene), "--out", str(tmp / "frames"), "--backend", "torch"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        res = CliRunner().invoke(app, ["render", str(scene), "--out", str(tmp / "frames"), "--backend", "torch"])
+    finally:
+        torch.set_num_threads(threads)
     assert res.exit_code == 0, res.output
     frames = sorted((tmp / "frames").glob("*.png"))
     assert len(frames) == FRAMES

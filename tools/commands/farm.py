@@ -35,7 +35,7 @@ def farm_render(
     the scene loaded (shipped by its scene.lock digest, never by a path). Frames are
     written atomically with sha256 sidecars into OUT and recorded in OUT/manifest.json; a
     rerun renders only missing or corrupt frames. Every frame is byte-identical to
-    `latentscape render` of that frame. A frame that keeps failing is reported by
+    `latentscape render` of that frame run with the workers' thread count (--cpus-per-worker). A frame that keeps failing is reported by
     number after the rest of the job finished (non-zero exit)."""
     from latentscape.farm import FarmJob, import_ray, run_farm
 
