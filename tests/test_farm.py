@@ -9,6 +9,7 @@ per-frame sleep from a test plugin where a job has to last long enough to be hur
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -298,3 +299,27 @@ def test_shipped_scene_is_verified_and_cached(tmp_path):
     other = pack_scene(make_tiny_scene(tmp_path / "other", size=8, frames=2, seed=5))
     with pytest.raises(LockMismatchError, match="does not match its digest"):
         materialize(payload, lambda p: other.data, tmp_path / "cache2")  # bytes that are not the digest's
+
+
+def test_a_folder_holds_one_job(tmp_path):
+    from latentscape.errors import OutputError
+    from latentscape.farm.manifest import FarmFolder
+
+    job = {"scene": "s", "frames": 2, "key": "aaaa"}
+    f = FarmFolder(tmp_path / "out")
+    f.prepare(job, force=False)
+    f.write_frame(0, b"png bytes", hashlib.sha256(b"png bytes").hexdigest())
+    f.record(0).status = "done"
+    f.save()
+    assert FarmFolder(tmp_path / "out").read() and FarmFolder(tmp_path / "out").verify(0) is not None
+    with pytest.raises(OutputError, match="another job"):
+        FarmFolder(tmp_path / "out").prepare({**job, "key": "bbbb"}, force=False)
+    g = FarmFolder(tmp_path / "out")
+    g.prepare({**job, "key": "bbbb"}, force=True)  # --force starts it over
+    assert g.verify(0) is None and not any((tmp_path / "out" / "frames").iterdir())
+    with pytest.raises(OutputError, match="corrupted"):
+        g.write_frame(1, b"x", "0" * 64)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match="not a farm folder"):
+        FarmFolder(tmp_path / "other").prepare(job, force=False)

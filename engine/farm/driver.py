@@ -155,7 +155,8 @@ def job_identity(job: FarmJob, payloads: dict[str, Payload], shape: dict[str, An
              "fps": shape["fps"], "frames": shape["frames"], "device": job.device.split(":")[0],
              "backend": job.backend, "stylize": job.stylize,
              "stylizer": payloads["stylizer"].digest if "stylizer" in payloads else None}
-    return {**ident, "key": job_key(ident)}
+    # --frames may grow between runs: the count is recorded but is not part of the key
+    return {**ident, "key": job_key({k: v for k, v in ident.items() if k != "frames"})}
 
 
 def _chunks(indices: list[int], size: int) -> list[list[int]]:
