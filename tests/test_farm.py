@@ -159,6 +159,7 @@ def assert_complete(out: Path, reference: list[bytes]) -> None:
     assert [i for i in range(FRAMES) if got[i] != reference[i]] == []
 
 
+@pytest.mark.slow
 def test_a_killed_worker_loses_no_frame(cluster, tmp_path, reference):
     scene = scene_with(tmp_path, "scene", plugin("slow", "Slow", sleep_s=0.25))
     out = tmp_path / "out"
@@ -186,6 +187,7 @@ def test_a_killed_worker_loses_no_frame(cluster, tmp_path, reference):
     assert (out / "render.mp4").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_a_poison_frame_is_retried_elsewhere_then_reported(cluster, tmp_path, reference):
     scene = scene_with(tmp_path, "scene", plugin("poison", "Poison", frames=[5]))
     out = tmp_path / "out"
@@ -205,6 +207,7 @@ def test_a_poison_frame_is_retried_elsewhere_then_reported(cluster, tmp_path, re
     assert "failed frame 5 after 4 attempts" in st.stdout and "poisoned frame 5" in st.stdout
 
 
+@pytest.mark.slow
 def test_a_killed_driver_resumes_without_rendering_finished_frames(cluster, tmp_path, reference):
     scene = scene_with(tmp_path, "scene", plugin("slow", "Slow", sleep_s=0.3))
     out = tmp_path / "out"

@@ -84,6 +84,9 @@ def scene_digest(root: Path) -> str:
 def pack_scene(root: str | Path) -> Payload:
     """Verify the bundle against its lock and pack exactly the locked files."""
     root = Path(root)
+    if not (root / "scene.toml").is_file():
+        raise SceneError("no scene bundle here (no scene.toml)", path=root,
+                         hint="give a scene bundle folder; `latentscape train` writes one")
     verify_lock(root)  # a typed error here names the file and the fix, before any worker starts
     rels = [*read_lock(root), LOCK_NAME]
     return Payload("scene", scene_digest(root), root.name, _tar(root, rels))
