@@ -55,6 +55,7 @@ class Cluster:
         # Token auth with this cluster's own token: nothing read from or written to ~/.ray.
         self.env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", LATENTSCAPE_FARM_CACHE=str(root / "cache"),
                         RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32),
+                        LATENTSCAPE_PLUGIN_ALLOW="farm_test_plugins",  # main's plugin allow-list
                         PYTHONPATH=os.pathsep.join([str(PLUGINS), *filter(None, [os.environ.get("PYTHONPATH")])]))
         self.starts: list[subprocess.Popen] = []
 
