@@ -16,6 +16,7 @@ import hashlib
 import io
 import logging
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -88,7 +89,6 @@ class FarmWorker:
         self.session = None
         self.error: str | None = None
         self._verdicts: list[dict] = []
-        self._audit_dir = Path(tempfile.mkdtemp(prefix="latentscape-farm-audit-"))
         os.environ.update(spec.env)
         torch.set_num_threads(max(1, int(spec.threads)))
         try:  # the numba CPU kernels: no more threads than Ray gave this worker
@@ -123,10 +123,16 @@ class FarmWorker:
         camera_file = materialize(s.camera_file, self._fetch) if s.camera_file is not None else None
         stylizer = materialize(s.stylizer, self._fetch) if s.stylizer is not None else None
         cameras = CameraSpec(name=s.camera, file=camera_file, orbit=s.orbit, width=s.width, height=s.height)
-        # The audit log goes back to the driver with each frame; the worker's own copy is scratch.
-        return Session.open(scene_dir, device=s.device, backend=s.backend, stylize=s.stylize, stylizer=stylizer,
-                            cameras=cameras, audit_log=self._audit_dir / "audit.jsonl",
-                            verdict_listeners=[self._verdicts.append])
+        # Guardrail decisions go back to the driver with each frame (verdict listener). A scene's
+        # own [guardrails] audit_log would land in the cache folder (and fail its lock next time):
+        # it goes to a scratch file whose folder is removed once open (Linux keeps the open file).
+        scratch = Path(tempfile.mkdtemp(prefix="latentscape-farm-audit-"))
+        try:
+            return Session.open(scene_dir, device=s.device, backend=s.backend, stylize=s.stylize,
+                                stylizer=stylizer, cameras=cameras, audit_log=scratch / "audit.jsonl",
+                                verdict_listeners=[self._verdicts.append])
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     def describe(self, refs: dict[str, list[Any]] | None = None) -> dict[str, Any]:
         """The job's shape as this worker sees it (or the error that stopped it loading)."""
