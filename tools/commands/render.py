@@ -2,46 +2,27 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Optional
-
 import typer
+
+from latentscape.tools.render_options import RenderOptions, render_options
 
 
 def register(app: typer.Typer) -> None:
     @app.command("render")
-    def render_cmd(
-        scene: Annotated[Optional[Path], typer.Argument(help="Scene bundle folder (default: the bundled demo scene).")] = None,
-        out: Annotated[str, typer.Option("--out", "-o", help="OUT.mp4 (H.264), DIR/stream.m3u8 (HLS), rtmp://host/app/key (live), otherwise a folder of PNGs.")] = "render.mp4",
-        camera_path: Annotated[Optional[Path], typer.Option(help="nerfstudio camera_path.json (default: the scene's default path).")] = None,
-        camera: Annotated[Optional[str], typer.Option(help="Name of one of the scene's camera paths.")] = None,
-        orbit: Annotated[Optional[int], typer.Option(help="Render a built-in orbit of this many frames instead.")] = None,
-        width: Annotated[Optional[int], typer.Option(help="Override the path's width.")] = None,
-        height: Annotated[Optional[int], typer.Option(help="Override the path's height.")] = None,
-        frames: Annotated[Optional[int], typer.Option(help="Render only the first N frames.")] = None,
-        device: Annotated[str, typer.Option(help="torch device.")] = "cpu",
-        backend: Annotated[Optional[str], typer.Option(help="auto, torch, triton or tcnn (default: the scene's).")] = None,
-        stylize: Annotated[bool, typer.Option("--stylize/--no-stylize", help="Apply the scene's stylizer, if it has one.")] = True,
-        stylizer: Annotated[Optional[Path], typer.Option(help="Use this stylizer instead: a distilled student or a diffusers pipeline folder.")] = None,
-        force: Annotated[bool, typer.Option("--force", help="Replace an existing output.")] = False,
-        audit_log: Annotated[Optional[Path], typer.Option(help="Append guardrail decisions (JSON lines) here; overrides [guardrails] audit_log.")] = None,
-    ) -> None:
+    @render_options()
+    def render_cmd(opts: RenderOptions) -> None:
         """Render a scene's camera path (nerfstudio format) to a video or PNG frames.
 
         Offline: the scene's clock, not the wall clock, says what time it is, so the
-        output is the same at any hour (a schedule trigger sees scene time from noon)."""
-        from latentscape.errors import ConfigError
-        from latentscape.session import CameraSpec, Session
+        output is the same at any hour (a schedule trigger sees scene time from noon).
+        `latentscape farm render` takes the same options and splits the frames across Ray workers."""
+        from latentscape.session import Session
         from latentscape.sinks import open_sink
 
-        for flag, value in (("--width", width), ("--height", height), ("--frames", frames), ("--orbit", orbit)):
-            if value is not None and value <= 0:
-                raise ConfigError(f"{flag} must be positive, got {value}")
-        sink = open_sink(out, overwrite=force)  # checks the output before any work
-        cameras = CameraSpec(name=camera, file=camera_path, orbit=orbit, width=width, height=height)
-        with Session.open(scene, device=device, backend=backend, stylize=stylize, stylizer=stylizer,
-                          audit_log=audit_log, cameras=cameras) as session:
+        opts.check()
+        sink = open_sink(opts.out, overwrite=opts.force)  # checks the output before any work
+        with Session.open(opts.scene, **opts.session_kwargs()) as session:
             path = session.path
-            stats = session.run(path, sink, count=frames)
-        typer.echo(f"wrote {out} ({stats.frames} frames, {path.cameras[0].width}x{path.cameras[0].height}, "
+            stats = session.run(path, sink, count=opts.frames)
+        typer.echo(f"wrote {opts.out} ({stats.frames} frames, {path.cameras[0].width}x{path.cameras[0].height}, "
                    f"{stats.fps:.2f} frames/s)")
