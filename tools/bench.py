@@ -167,7 +167,7 @@ def main(argv=None) -> dict:
     if args.viewer_size:
         from latentscape.tools.benchmarks.delivery import bench_viewer
 
-        res["viewer"] = bench_viewer(args.viewer_size, 5, 30.0, 5.0)
+        res["viewer"] = bench_viewer(args.viewer_size, 24, 30.0, 5.0)
         print("viewer", json.dumps(res["viewer"]), flush=True)
     if args.kernels:
         res["kernels"] = bench_kernels()
