@@ -301,3 +301,55 @@ def compare(run_a: str, run_b: str, out: str | Path) -> dict:
         report["sheet"] = str(out / "compare.png")
     (out / "compare.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+# -- previews ----------------------------------------------------------------
+
+from latentscape.sinks.base import FrameSink  # noqa: E402
+
+
+class PreviewSink(FrameSink):
+    """Keeps the first ``max_frames`` frames of a run for :meth:`log_preview` (a short MP4 + a sheet)."""
+
+    def __init__(self, max_frames: int = 48):
+        self.max_frames, self.frames, self.fps = max_frames, [], 24.0
+
+    def open(self, width: int, height: int, fps: float) -> None:
+        self.fps = fps
+
+    def write(self, rgb: np.ndarray) -> None:
+        if len(self.frames) < self.max_frames:
+            self.frames.append(np.array(rgb[..., :3], dtype=np.uint8, copy=True))
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        self.frames.clear()
+
+
+def log_preview(r: Run, sink: PreviewSink, name: str = "preview") -> None:
+    """``preview.mp4`` (needs PyAV; skipped without it) and ``preview_sheet.png`` (8 frames) of ``sink``."""
+    frames = sink.frames
+    if not frames:
+        return
+    h, w = frames[0].shape[:2]
+    step = max(1, len(frames) // 8)
+    pick = frames[::step][:8]
+    r.image(contact_sheet([pick[:4], pick[4:8]] if len(pick) > 4 else [pick], cell=min(256, max(h, w))),
+            f"{name}_sheet.png")
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        return
+    from latentscape.sinks.files import Mp4Sink
+
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / f"{name}.mp4"
+        even = [f[: h - h % 2, : w - w % 2] for f in frames]
+        mp4 = Mp4Sink(p, crf=23)
+        mp4.open(even[0].shape[1], even[0].shape[0], sink.fps)
+        for f in even:
+            mp4.write(f)
+        mp4.close()
+        r.file(p)

@@ -25,6 +25,7 @@ def register(app: typer.Typer) -> None:
         stylizer: Annotated[Optional[Path], typer.Option(help="Use this stylizer instead: a distilled student or a diffusers pipeline folder.")] = None,
         force: Annotated[bool, typer.Option("--force", help="Replace an existing output.")] = False,
         audit_log: Annotated[Optional[Path], typer.Option(help="Append guardrail decisions (JSON lines) here; overrides [guardrails] audit_log.")] = None,
+        track: Annotated[bool, typer.Option("--track", help="Log an MLflow run (params, scene digests, frames/s, preview MP4 + sheet); also LATENTSCAPE_TRACK=1.")] = False,
     ) -> None:
         """Render a scene's camera path (nerfstudio format) to a video or PNG frames.
 
@@ -37,11 +38,29 @@ def register(app: typer.Typer) -> None:
         for flag, value in (("--width", width), ("--height", height), ("--frames", frames), ("--orbit", orbit)):
             if value is not None and value <= 0:
                 raise ConfigError(f"{flag} must be positive, got {value}")
+        from latentscape import tracking
+
+        tracked = tracking.wanted(track)
+        if tracked:
+            tracking.client()  # a missing extra or a bad URI fails before any work
         sink = open_sink(out, overwrite=force)  # checks the output before any work
         cameras = CameraSpec(name=camera, file=camera_path, orbit=orbit, width=width, height=height)
         with Session.open(scene, device=device, backend=backend, stylize=stylize, stylizer=stylizer,
                           audit_log=audit_log, cameras=cameras) as session:
             path = session.path
-            stats = session.run(path, sink, count=frames)
+            params = {"scene": str(session.scene.path), "out": out, "camera": camera, "orbit": orbit,
+                      "width": path.cameras[0].width, "height": path.cameras[0].height, "frames": frames,
+                      "device": device, "backend": backend, "stylize": stylize, "stylizer": stylizer}
+            tags = tracking.scene_tags(session.scene.path) if tracked else {}
+            if tracked and stylizer is not None:
+                tags.update(tracking.file_tags([stylizer], prefix="sha256:stylizer/"))
+            with tracking.run("render", tracked, params=params, tags=tags) as run:
+                preview = tracking.PreviewSink() if run else None
+                stats = session.run(path, [sink, preview] if preview else sink, count=frames)
+                if run:
+                    run.metrics({"frames": stats.frames, "fps": stats.fps,
+                                 **{f"stage_ms.{k}": v for k, v in stats.stage_ms.items()}})
+                    tracking.log_preview(run, preview)
+                    typer.echo(f"tracked: run {run.id} at {tracking.tracking_uri()}")
         typer.echo(f"wrote {out} ({stats.frames} frames, {path.cameras[0].width}x{path.cameras[0].height}, "
                    f"{stats.fps:.2f} frames/s)")
