@@ -59,6 +59,10 @@ def client():
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     mlflow = _mlflow()
     uri = tracking_uri()
+    if uri.startswith("file:") or "://" not in uri:
+        # mlflow 3 keeps the file store in "maintenance mode" and refuses it unless asked;
+        # it still works, and ./mlruns needs no database. sqlite:///mlflow.db is the alternative.
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     try:
         mlflow.set_tracking_uri(uri)
         c = mlflow.MlflowClient(tracking_uri=uri)

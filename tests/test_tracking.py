@@ -28,8 +28,11 @@ def _cli(*args):
 
 
 def _run_id(output: str) -> str:
-    line = next(l for l in output.splitlines() if l.startswith("tracked: run "))
-    return line.split()[2]
+    import re
+
+    m = re.search(r"tracked: run ([0-9a-f]{32})", output)
+    assert m, output
+    return m.group(1)
 
 
 @pytest.fixture
