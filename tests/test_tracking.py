@@ -164,3 +164,50 @@ def test_server_runs_and_compare(adapter_scene, tmp_path, mlflow_server, monkeyp
         assert im.width > 2 * 8  # two columns of images
     bad = _cli("compare", ra, "0" * 32, "--out", tmp_path / "cmp2")
     assert isinstance(bad.exception, TrackingError) and "no run" in str(bad.exception)
+
+
+def test_distill_run_logs_loss_and_heldout_sheet(tmp_path, file_store, one_thread):
+    """What `distill --track` logs after a (tiny) distillation: held-out metrics, per-view PSNR,
+    the input | teacher | student sheet and the student's digests."""
+    import torch
+
+    from latentscape import tracking
+    from latentscape.stylize.distill import DistillConfig, distill
+    from latentscape.stylize.student import StudentConfig
+    from latentscape.tools.commands.distill import _track_distill
+
+    g = torch.Generator().manual_seed(0)
+    frames = [torch.rand(3, 8, 8, generator=g).repeat_interleave(6, 1).repeat_interleave(6, 2) for _ in range(5)]
+
+    class Teacher:
+        name, version = "colour", "1"
+
+        def __call__(self, x):
+            return x.flip(-3)
+
+    cfg = DistillConfig(steps=6, batch_size=2, crop=32, checkpoint_every=3, train_size=48, holdout=0.2,
+                        student=StudentConfig(base_channels=4, num_residual=1))
+    with tracking.run("distill", True, params={"steps": 6}) as run:
+        res = distill(Teacher(), frames, tmp_path / "out", cfg, progress=False,
+                      on_step=lambda step, loss: run.metric("loss", loss, step))
+        _track_distill(run, res, frames, tmp_path / "out")
+    c = mlflow.MlflowClient(file_store)
+    r = c.get_run(run.id)
+    assert len(c.get_metric_history(run.id, "loss")) == 6
+    assert "heldout_psnr_db" in r.data.metrics and "heldout_view_psnr_db" in r.data.metrics
+    assert "sha256:student/student.safetensors" in r.data.tags
+    assert {"heldout_sheet.png", "metrics.json"} <= {a.path for a in c.list_artifacts(run.id)}
+
+
+def test_train_run_logs_history_and_heldout_sheet(tmp_path, file_store, one_thread):
+    from helpers_core import train_tiny_scene
+
+    from latentscape.tools.commands.train import _track_training
+
+    scene = train_tiny_scene(tmp_path, steps=10)
+    _track_training(scene, tmp_path / "sphere_data", {"steps": 10})
+    c = mlflow.MlflowClient(file_store)
+    (run,) = c.search_runs([c.get_experiment_by_name("latentscape").experiment_id])
+    assert run.data.tags["latentscape.command"] == "train" and "scene.lock" in run.data.tags
+    assert "test_psnr" in run.data.metrics or "heldout_view_psnr_db" in run.data.metrics
+    assert "heldout_sheet.png" in {a.path for a in c.list_artifacts(run.info.run_id)}

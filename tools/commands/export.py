@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
         parts = ("student",) if student_only else ("student", "generators")
         report = export_scene(scene, target, out, force=force, calibration=calibration, parts=parts,
                               log=typer.echo)
-        models = ", ".join(f"{v['file']}" for v in report["models"].values())
+        models = ", ".join(v["file"] for v in report["models"].values() if "file" in v)
         typer.echo(f"wrote {out}: {models} (export.json has the checks)")
         for k, v in report["skipped"].items():
             typer.echo(f"note: {k} not exported: {v}")
