@@ -144,6 +144,7 @@ def mlflow_server(tmp_path_factory):
         log.close()
 
 
+@pytest.mark.slow
 def test_server_runs_and_compare(adapter_scene, tmp_path, mlflow_server, monkeypatch, one_thread):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     a = _cli("render", adapter_scene, "--out", tmp_path / "a", "--frames", "2", "--track")
