@@ -264,6 +264,28 @@ def run(command: str, enabled: bool, *, experiment: str = "latentscape", params:
 # -- compare -----------------------------------------------------------------
 
 
+def side_by_side(rows: Sequence[tuple[str, Sequence[np.ndarray]]], left: str, right: str) -> "Image.Image":  # noqa: F821
+    """Rows of (name, [image a, image b]) at their own size: a | b, the name above each row."""
+    from PIL import Image, ImageDraw
+
+    pad, text_h = 6, 14
+    wa = max(p[0].shape[1] for _, p in rows)
+    wb = max(p[1].shape[1] for _, p in rows)
+    height = sum(max(p[0].shape[0], p[1].shape[0]) + text_h + pad for _, p in rows) + text_h + pad
+    sheet = Image.new("RGB", (wa + wb + 3 * pad, height), "white")
+    draw = ImageDraw.Draw(sheet)
+    draw.text((pad, 1), left, fill="black")
+    draw.text((2 * pad + wa, 1), right, fill="black")
+    y = text_h + pad
+    for name, (a, b) in rows:
+        draw.text((pad, y), name, fill="black")
+        y += text_h
+        sheet.paste(Image.fromarray(to_uint8(a)), (pad, y))
+        sheet.paste(Image.fromarray(to_uint8(b)), (2 * pad + wa, y))
+        y += max(a.shape[0], b.shape[0]) + pad
+    return sheet
+
+
 def compare(run_a: str, run_b: str, out: str | Path) -> dict:
     """Side-by-side sheet of the two runs' images (``out/compare.png``) and their metric deltas
     (``out/compare.json``: b - a for every metric both logged)."""
@@ -298,10 +320,7 @@ def compare(run_a: str, run_b: str, out: str | Path) -> dict:
               "only_a": sorted(set(ma) - set(mb)), "only_b": sorted(set(mb) - set(ma)),
               "images": [n for n, _ in images]}
     if images:
-        cell = max(max(p[0].shape[:2] + p[1].shape[:2]) for _, p in images)
-        sheet = contact_sheet([p for _, p in images], labels=[n for n, _ in images],
-                              header=[f"A {run_a[:8]}", f"B {run_b[:8]}"], cell=min(cell, 1024))
-        sheet.save(out / "compare.png")
+        side_by_side(images, f"A {run_a[:8]}", f"B {run_b[:8]}").save(out / "compare.png")
         report["sheet"] = str(out / "compare.png")
     (out / "compare.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
