@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
         device: Annotated[str, typer.Option(help="torch device.")] = "cpu",
         backend: Annotated[Optional[str], typer.Option(help="auto, torch, triton or tcnn (default: the scene's).")] = None,
         stylize: Annotated[bool, typer.Option("--stylize/--no-stylize", help="Apply the scene's stylizer, if it has one.")] = True,
-        stylizer: Annotated[Optional[Path], typer.Option(help="Use this stylizer instead (its [stylizer] mix too): a distilled student, an exported student.onnx / student.int8.onnx or `latentscape export` folder (run by onnxruntime), or a diffusers pipeline folder.")] = None,
+        stylizer: Annotated[Optional[Path], typer.Option(help="Use this stylizer instead of [stylizer] (its mix is not applied): a distilled student, an exported student.onnx / student.int8.onnx or `latentscape export` folder (run by onnxruntime), or a diffusers pipeline folder.")] = None,
         force: Annotated[bool, typer.Option("--force", help="Replace an existing output.")] = False,
         audit_log: Annotated[Optional[Path], typer.Option(help="Append guardrail decisions (JSON lines) here; overrides [guardrails] audit_log.")] = None,
         track: Annotated[bool, typer.Option("--track", help="Log an MLflow run (params, scene digests, frames/s, preview MP4 + sheet); also LATENTSCAPE_TRACK=1.")] = False,
