@@ -1,7 +1,8 @@
 """Kiosk exports: a scene's student stylizer and GAN synthesis network as ONNX (fp32 or int8).
 
-``export_scene(scene, target, out)`` writes into a temporary folder beside ``out`` and
-renames it into place at the end, so a failed export leaves nothing behind.
+``export_scene(scene, target, out)`` writes through :class:`latentscape.outputs.Staged`: a
+temporary folder beside ``out`` renamed into place at the end (a failed export leaves
+nothing behind), and ``force`` replaces only a folder latentscape wrote.
 
 - ``onnx``: ``student.onnx`` (dynamic N, H, W; H and W multiples of ``2**downsample``,
   which :class:`latentscape.stylize.onnx.OnnxStylizer` pads to) and, per generator,
@@ -27,7 +28,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import statistics
 import time
 import warnings
@@ -228,18 +228,12 @@ def export_scene(scene: str | Path, target: str, out: str | Path, *, force: bool
     from latentscape.stylize.student import load_student
     from latentscape.texture.stylegan3 import load_generator
 
+    from latentscape.outputs import Staged
+
     out = Path(out)
-    if out.exists() and not force:
-        raise OutputError("export folder exists", path=out, hint="pass --force to replace it or pick another --out")
+    stage = Staged(out, kind="dir", force=force, command="export")  # refuses before any work
     sc = load_scene(scene)
     scene_path = Path(sc.path)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-    except OSError as err:
-        raise OutputError(f"cannot create the export folder: {err}", path=out) from None
     report: dict = {"target": target, "scene": str(scene_path), "opset": OPSET, "torch": torch.__version__,
                     "onnxruntime": ort.__version__, "models": {}, "skipped": {}}
     lock = scene_path / "scene.lock"
@@ -247,6 +241,7 @@ def export_scene(scene: str | Path, target: str, out: str | Path, *, force: bool
         from latentscape.stylize.student import file_sha256
 
         report["scene_lock_sha256"] = file_sha256(lock)
+    tmp = stage.begin()
     try:
         size = int(sc.config.get("render", {}).get("width", 256))
         styl = sc.config.get("stylizer")
@@ -320,10 +315,8 @@ def export_scene(scene: str | Path, target: str, out: str | Path, *, force: bool
             raise ExportError("nothing to export: " + "; ".join(f"{k}: {v}" for k, v in report["skipped"].items()),
                               path=scene_path / "scene.toml")
         (tmp / "export.json").write_text(json.dumps(report, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        stage.abort()
         raise
+    stage.commit()
     return report

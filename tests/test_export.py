@@ -55,7 +55,7 @@ def test_export_matches_torch_and_records_the_check(exported, scene):
     doc = json.loads((out / "export.json").read_text())
     assert doc == json.loads(json.dumps(report))
     assert doc["models"]["student"]["max_abs_diff_vs_torch"] < 1e-4
-    assert sorted(p.name for p in out.iterdir()) == ["export.json", "student.int8.onnx", "student.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == [".latentscape-output", "export.json", "student.int8.onnx", "student.onnx"]
     # any frame size, batched or not: the wrapper pads to the graph's multiple and crops back
     net = load_student(scene / "stylizer")
     sty = OnnxStylizer.load(out / "student.onnx")
@@ -122,11 +122,18 @@ def test_bad_targets_are_one_line_errors(scene, tmp_path):
 def test_existing_output_and_failures_leave_nothing(scene, tmp_path, monkeypatch):
     from latentscape import export
 
-    out = tmp_path / "kiosk"
-    out.mkdir()
-    (out / "keep").write_text("mine")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep").write_text("mine")
     with pytest.raises(OutputError, match="exists"):
-        export.export_scene(scene, "onnx", out, parts=("student",), log=lambda m: None)
+        export.export_scene(scene, "onnx", mine, parts=("student",), log=lambda m: None)
+    with pytest.raises(OutputError):  # --force replaces only a folder latentscape wrote
+        export.export_scene(scene, "onnx", mine, force=True, parts=("student",), log=lambda m: None)
+    assert (mine / "keep").read_text() == "mine"
+
+    out = tmp_path / "kiosk"
+    export.export_scene(scene, "onnx", out, parts=("student",), log=lambda m: None)
+    before = (out / "student.onnx").read_bytes()
 
     def boom(*a, **k):
         raise RuntimeError("exporter fell over")
@@ -134,8 +141,10 @@ def test_existing_output_and_failures_leave_nothing(scene, tmp_path, monkeypatch
     monkeypatch.setattr(export, "export_student", boom)
     with pytest.raises(RuntimeError):
         export.export_scene(scene, "onnx", out, force=True, parts=("student",), log=lambda m: None)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["kiosk"]  # no temp folder left
-    assert (out / "keep").read_text() == "mine"  # the old output is untouched
+    with pytest.raises(RuntimeError):
+        export.export_scene(scene, "onnx", tmp_path / "new", parts=("student",), log=lambda m: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kiosk", "mine"]  # no temporary folder left
+    assert (out / "student.onnx").read_bytes() == before  # the old export is untouched
 
 
 def test_generator_synthesis_exports(tmp_path, tiny_generator, one_thread):
