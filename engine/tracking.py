@@ -286,11 +286,15 @@ def side_by_side(rows: Sequence[tuple[str, Sequence[np.ndarray]]], left: str, ri
     return sheet
 
 
-def compare(run_a: str, run_b: str, out: str | Path) -> dict:
+def compare(run_a: str, run_b: str, out: str | Path, *, force: bool = False) -> dict:
     """Side-by-side sheet of the two runs' images (``out/compare.png``) and their metric deltas
     (``out/compare.json``: b - a for every metric both logged)."""
     from PIL import Image
 
+    from latentscape.outputs import Staged
+
+    out = Path(out)
+    stage = Staged(out, kind="dir", force=force, command="compare")  # refuses before any work
     c = client()
     runs = []
     for rid in (run_a, run_b):
@@ -301,8 +305,6 @@ def compare(run_a: str, run_b: str, out: str | Path) -> dict:
                                 hint="run ids are in the MLflow UI or `mlflow runs list`") from None
     ma, mb = runs[0].data.metrics, runs[1].data.metrics
     deltas = {k: {"a": ma[k], "b": mb[k], "delta": mb[k] - ma[k]} for k in sorted(set(ma) & set(mb))}
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     images = []
     with tempfile.TemporaryDirectory() as d:
         names = []
@@ -320,9 +322,16 @@ def compare(run_a: str, run_b: str, out: str | Path) -> dict:
               "only_a": sorted(set(ma) - set(mb)), "only_b": sorted(set(mb) - set(ma)),
               "images": [n for n, _ in images]}
     if images:
-        side_by_side(images, f"A {run_a[:8]}", f"B {run_b[:8]}").save(out / "compare.png")
         report["sheet"] = str(out / "compare.png")
-    (out / "compare.json").write_text(json.dumps(report, indent=2) + "\n")
+    tmp = stage.begin()
+    try:
+        if images:
+            side_by_side(images, f"A {run_a[:8]}", f"B {run_b[:8]}").save(tmp / "compare.png")
+        (tmp / "compare.json").write_text(json.dumps(report, indent=2) + "\n")
+    except BaseException:
+        stage.abort()
+        raise
+    stage.commit()
     return report
 
 
