@@ -78,6 +78,14 @@ class AdapterError(LatentscapeError):
     """A LoRA adapter is malformed or incompatible with its target."""
 
 
+class ExportError(LatentscapeError):
+    """A model cannot be exported to the requested target (or the target needs what this machine lacks)."""
+
+
+class TrackingError(LatentscapeError):
+    """Run tracking (MLflow) is unavailable: the extra is missing or the tracking URI is unusable."""
+
+
 _CONTROL = {c: "?" for c in (*range(0x00, 0x20), *range(0x7F, 0xA0)) if c not in (0x0A,)}
 _CONTROL[0x0A] = "\\n"
 for _c in (0x200B, 0x200E, 0x200F, 0x202A, 0x202B, 0x202C, 0x202D, 0x202E, 0x2066, 0x2067, 0x2068, 0x2069):

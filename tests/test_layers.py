@@ -21,7 +21,8 @@ LAYERS = {
     1: ("latentscape.field", "latentscape.render", "latentscape.texture", "latentscape.stylize", "latentscape.lora",
         "latentscape.dataset", "latentscape.training"),
     2: ("latentscape.scene", "latentscape.scenes", "latentscape.frame", "latentscape.clock", "latentscape.session",
-        "latentscape.hooks", "latentscape.plugin_host", "latentscape.sinks", "latentscape.testing"),
+        "latentscape.hooks", "latentscape.plugin_host", "latentscape.sinks", "latentscape.testing", "latentscape.tracking",
+        "latentscape.export"),
     3: ("latentscape.tools", "latentscape.serve", "latentscape.viewer", "latentscape.farm"),
 }
 NAMES = {0: "kernels", 1: "components", 2: "runtime", 3: "applications"}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from latentscape.errors import WeightsError
+from latentscape.errors import ConfigError, WeightsError
 from latentscape.stylize.base import Stylizer
 from latentscape.stylize.student import StudentConfig, StudentNet, StudentStylizer, load_student, save_student
 
@@ -23,13 +23,23 @@ def load_stylizer(path: str | Path, *, device: str | torch.device = "cpu", half:
                   **diffusion_options) -> Stylizer:
     """Load the stylizer a scene names.
 
-    ``path`` is either a student (``student.safetensors``/``student.json``, their common
+    ``path`` is an exported student (a ``.onnx`` file or a ``latentscape export``
+    folder: run by onnxruntime on the CPU), a student (``student.safetensors``/``student.json``, their common
     stem, or the folder ``latentscape distill --out`` wrote) or a diffusers pipeline
     folder (has ``model_index.json``); for the latter ``diffusion_options`` are
     :class:`~latentscape.stylize.diffusion.DiffusionConfig` fields (prompt, strength,
     steps, seed, ...). ``half=True`` runs fp16 (CUDA only).
     """
     p = Path(path)
+    from latentscape.stylize.onnx import is_onnx_path
+
+    if is_onnx_path(p):
+        if diffusion_options or half:
+            raise ConfigError("an ONNX student takes no diffusion options and runs fp32/int8 on the CPU", path=p,
+                              hint="drop the diffusion options / half=True")
+        from latentscape.stylize.onnx import OnnxStylizer
+
+        return OnnxStylizer.load(p)
     if p.is_dir() and (p / "model_index.json").is_file():
         from latentscape.stylize.diffusion import DiffusionConfig, DiffusionStylizer
 

@@ -37,15 +37,21 @@ def register(app: typer.Typer) -> None:
         prompt: str = typer.Option("", help="Diffusion teacher: the prompt."),
         strength: float = typer.Option(0.5, help="Diffusion teacher: img2img strength."),
         diffusion_steps: int = typer.Option(2, help="Diffusion teacher: denoising steps (1-4)."),
+        track: bool = typer.Option(False, "--track", help="Log an MLflow run (params, loss curve, held-out sheet "
+                                                          "input|teacher|student with per-view PSNR); also LATENTSCAPE_TRACK=1."),
     ) -> None:
         """Distil TEACHER into a small student network that runs in real time."""
         import json
 
+        from latentscape import tracking
         from latentscape.errors import DatasetError
         from latentscape.outputs import open_resumable
         from latentscape.stylize.distill import OUTPUT_ENTRIES, DistillConfig, distill, load_frames
         from latentscape.stylize.teachers import teacher_from_spec
 
+        tracked = tracking.wanted(track)
+        if tracked:
+            tracking.client()  # a missing extra or a bad URI fails before any work
         open_resumable(out, command="distill", entries=OUTPUT_ENTRIES)  # refuses a folder distill did not write
         folders = list(frames)
         if scene is not None:
@@ -63,9 +69,55 @@ def register(app: typer.Typer) -> None:
             raise DatasetError("no training frames", hint="pass --frames DIR, a SCENE with frames/, or install scikit-image")
         t = teacher_from_spec(teacher, device=device, diffusion_options={
             "prompt": prompt, "strength": strength, "steps": diffusion_steps})
-        result = distill(t, data, out, cfg, resume=resume)
+        params = {"teacher": teacher, "scene": scene, "frames": [str(f) for f in folders], "skimage": skimage,
+                  "n_frames": len(data), "out": out, **{k: v for k, v in cfg.fingerprint().items() if k != "student"},
+                  **{f"student.{k}": v for k, v in cfg.student.__dict__.items()}}
+        tags = tracking.scene_tags(scene) if tracked and scene is not None else {}
+        with tracking.run("distill", tracked, params=params, tags=tags) as run:
+            on_step = None
+            if run:
+                every = max(1, steps // 200)
+
+                def on_step(step: int, loss: float) -> None:
+                    if step % every == 0 or step == 1:
+                        run.metric("loss", loss, step)
+
+            result = distill(t, data, out, cfg, resume=resume, on_step=on_step)
+            if run:
+                _track_distill(run, result, data, out)
+                typer.echo(f"tracked: run {run.id} at {tracking.tracking_uri()}")
         typer.echo(f"student: {result.student_path} (steps {result.resumed_from} -> {result.step})")
         typer.echo(json.dumps({k: v for k, v in result.metrics.items() if k.startswith("heldout")}, indent=2))
+
+
+def _track_distill(run, result, data, out: Path) -> None:
+    """Metrics, the student's files' digests, and a held-out sheet: input | teacher | student (PSNR vs teacher)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from latentscape import tracking
+    from latentscape.stylize.student import load_student
+
+    run.metrics({k: v for k, v in result.metrics.items() if k.startswith("heldout") or k == "train_seconds"})
+    run.tags(tracking.file_tags([result.student_path, result.student_path.with_suffix(".json")],
+                                prefix="sha256:student/"))
+    run.file(out / "metrics.json")
+    held = result.metrics.get("held_out") or []
+    cache = out / "checkpoint" / "teacher.safetensors"
+    if not held or not cache.is_file():
+        return
+    targets = load_file(str(cache))
+    net = load_student(result.student_path)
+    rows, labels = [], []
+    for i in held[:6]:
+        x, tgt = data[i], targets[f"t{i}"]
+        with torch.no_grad():
+            y = net(x[None])[0].clamp(0, 1)
+        p = tracking.psnr(y, tgt)
+        run.metric("heldout_view_psnr_db", p, step=i)
+        rows.append([x, tgt, y])
+        labels.append(f"frame {i}: {p:.2f} dB")
+    run.image(tracking.contact_sheet(rows, labels, header=["input", "teacher", "student"]), "heldout_sheet.png")
 
 
 def _render_scene_frames(scene: Path, folder: Path, n: int, size: int) -> Path:

@@ -33,20 +33,53 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
         orbit_frames: Annotated[int, typer.Option(help="Frames of the orbit camera path stored in the scene.")] = 96,
         force: Annotated[bool, typer.Option("--force", help="Replace an existing --out.")] = False,
+        track: Annotated[bool, typer.Option("--track", help="Log an MLflow run (params, PSNR/loss over steps, scene digests, held-out contact sheet rendered|ground truth); also LATENTSCAPE_TRACK=1.")] = False,
     ) -> None:
         """Train a NeRF from posed images and write it as a scene bundle (scene.toml + safetensors + scene.lock)."""
         import time
 
+        from latentscape import tracking
         from latentscape.tools.training_job import process_age, run_training
 
         started = time.perf_counter() - process_age()
+        tracked = tracking.wanted(track)
+        if tracked:
+            tracking.client()  # a missing extra or a bad URI fails before any work
 
         if out is None:
             out = Path(f"{(data.parent if data.name == 'transforms.json' else data).resolve().name}-scene")
 
-        run_training(data=data, out=out, steps=steps, max_seconds=max_seconds, rays=rays, levels=levels, features=features,
+        path = run_training(data=data, out=out, steps=steps, max_seconds=max_seconds, rays=rays, levels=levels, features=features,
                      log2_hashmap_size=log2_hashmap_size, finest_resolution=finest_resolution,
                      steps_per_diagonal=steps_per_diagonal, occupancy_resolution=occupancy_resolution,
                      eval_every=eval_every, downscale=downscale, name=name, device=device, backend=backend, seed=seed,
                      orbit_frames=orbit_frames, force=force, profile=profile, full_eval=full_eval,
                      eval_fraction=eval_fraction, started=started)
+        if tracked:
+            _track_training(Path(path), data, locals_=dict(steps=steps, max_seconds=max_seconds, rays=rays, levels=levels,
+                            features=features, log2_hashmap_size=log2_hashmap_size, finest_resolution=finest_resolution,
+                            downscale=downscale, device=device, backend=backend, profile=profile, seed=seed))
+
+
+def _track_training(scene: Path, data: Path, locals_: dict) -> None:
+    """One MLflow run for a finished training: its params, the history in metrics.json as
+    metrics over steps, the bundle's digests, and a held-out sheet (rendered | ground truth)."""
+    import json
+
+    from latentscape import tracking
+
+    metrics = json.loads((scene / "metrics.json").read_text())
+    with tracking.run("train", True, params={"data": str(data), "out": str(scene), **locals_},
+                      tags=tracking.scene_tags(scene)) as run:
+        for h in metrics.get("history", []):
+            run.metrics({k: v for k, v in h.items() if k not in ("step",)}, step=int(h["step"]))
+        run.metrics({k: v for k, v in metrics.items() if k != "history"})
+        run.file(scene / "metrics.json")
+        views = tracking.heldout_views(scene)
+        if views:
+            for i, (_, _, _, p) in enumerate(views):
+                run.metric("heldout_view_psnr_db", p, step=i)
+            run.image(tracking.contact_sheet([[v[1], v[2]] for v in views],
+                                             [f"{v[0]}: {v[3]:.2f} dB" for v in views],
+                                             header=["rendered", "ground truth"]), "heldout_sheet.png")
+        typer.echo(f"tracked: run {run.id} at {tracking.tracking_uri()}")

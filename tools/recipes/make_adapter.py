@@ -246,6 +246,36 @@ def train_adapter(scene_dir: str | Path, look: str, out: str | Path, *, rank: in
     return AdapterReport(out, look, rank, alpha, steps, loss_start, loss_end, time.perf_counter() - t0, n)
 
 
+def track_adapter(run, scene_dir: Path, rep: AdapterReport, views: int = 4) -> None:
+    """Loss, the adapter's digest and a before/after sheet of ``views`` orbit views (base | with the adapter)."""
+    from latentscape import tracking
+    from latentscape.lora.format import load_adapter
+    from latentscape.lora.targets import resolve_target
+    from latentscape.render.renderer import render_camera
+    from latentscape.scene.bundle import load_scene
+
+    run.metrics({"loss_identity": rep.loss_start, "loss": rep.loss_end, "seconds": rep.seconds})
+    run.tags({f"sha256:adapter/{rep.path.name}": tracking.sha256(rep.path)})
+    scene = load_scene(scene_dir, device="cpu", backend="torch", verify=False)
+    cams = scene.orbit(views, min(scene.width, 128), min(scene.height, 128)).cameras
+    adapter = load_adapter(rep.path)
+    modules = resolve_target(TARGET, scene)
+
+    def shots():
+        with torch.no_grad():
+            return [render_camera(scene.field, scene.grid, c, scene.render_config, scene.background,
+                                  world_to_field=(scene.center, scene.scale)).rgb for c in cams]
+
+    before = shots()
+    with torch.no_grad():
+        for name, lin in modules.items():
+            if name in adapter.layers:
+                lin.weight += adapter.delta(name).to(lin.weight)
+    after = shots()
+    run.image(tracking.contact_sheet([[b, a] for b, a in zip(before, after)], [f"orbit view {i}" for i in range(views)],
+                                     header=["base", f"+ {rep.path.stem} ({rep.look})"]), "before_after.png")
+
+
 def _add_metadata(path: Path, extra: dict[str, str]) -> None:
     """Rewrite ``path`` with ``extra`` metadata next to what save_adapter wrote."""
     from safetensors import safe_open
@@ -276,13 +306,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--force", action="store_true", help="replace an existing output file")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--track", action="store_true",
+                    help="log an MLflow run (params, loss, digests, before/after sheet); also LATENTSCAPE_TRACK=1")
     a = ap.parse_args(argv)
+    from latentscape import tracking
+
     try:
+        tracked = tracking.wanted(a.track)
+        if tracked:
+            tracking.client()
         if not a.name or "/" in a.name or a.name.startswith("."):
             raise ConfigError(f"--name must be a plain name, got {a.name!r}")
         out = a.out if a.out is not None else a.scene / "adapters" / f"{a.name}.safetensors"
-        rep = train_adapter(a.scene, a.look, out, rank=a.rank, alpha=a.alpha, steps=a.steps, lr=a.lr, batch=a.batch,
-                            points=a.points, seed=a.seed, force=a.force, progress=not a.no_progress)
+        params = {k: v for k, v in vars(a).items() if k not in ("no_progress", "track")}
+        tags = tracking.scene_tags(a.scene) if tracked and a.scene.is_dir() else {}
+        with tracking.run("make_adapter", tracked, params=params, tags=tags) as run:
+            rep = train_adapter(a.scene, a.look, out, rank=a.rank, alpha=a.alpha, steps=a.steps, lr=a.lr, batch=a.batch,
+                                points=a.points, seed=a.seed, force=a.force, progress=not a.no_progress)
+            if run:
+                track_adapter(run, a.scene, rep)
+                print(f"tracked: run {run.id} at {tracking.tracking_uri()}")
     except LatentscapeError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
