@@ -140,6 +140,33 @@ def _march_fill(o, d, t_start, tfar, dt, bits, res, center, half, max_samples, o
         t_next[r] = tn
 
 
+@njit(parallel=True, cache=True, nogil=True)
+def _march_scratch(o, d, t_start, tfar, dt, bits, res, center, half, max_samples, scratch, counts, t_next):
+    """One walk per ray into a ``[rays, max_samples]`` scratch buffer (small rounds)."""
+    levels = bits.shape[0]
+    for r in prange(o.shape[0]):
+        kept, k, full = _walk(r, o, d, t_start, tfar, dt, bits, levels, res, center, half, max_samples,
+                              scratch[r], 0)
+        counts[r] = kept
+        tn = t_start[r] + np.float32(k) * dt
+        if not full and tn < tfar[r]:
+            tn = tfar[r]
+        t_next[r] = tn
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _compact(scratch, offsets, t_out):
+    for r in prange(scratch.shape[0]):
+        base = offsets[r]
+        for j in range(offsets[r + 1] - base):
+            t_out[base + j] = scratch[r, j]
+
+
+# Rounds of at most this many samples per ray walk once into a scratch buffer and compact;
+# larger ones (training marches whole rays) count first, then fill (two walks, no scratch).
+_SCRATCH_MAX = 64
+
+
 def march_next(o: torch.Tensor, d: torch.Tensor, t_start: torch.Tensor, tfar: torch.Tensor, dt: float,
                bitfield: torch.Tensor, aabb: torch.Tensor, max_samples: int):
     """Same contract as ``kernels.reference.packed.march_next`` (CPU tensors)."""
@@ -154,6 +181,17 @@ def march_next(o: torch.Tensor, d: torch.Tensor, t_start: torch.Tensor, tfar: to
     n = o.shape[0]
     dt32 = np.float32(dt)
     res = np.int64(bitfield.shape[1])
+    if 0 < max_samples <= _SCRATCH_MAX and n:
+        scratch = np.empty((n, max_samples), np.float32)
+        counts = np.zeros(n, np.int64)
+        t_next = np.empty(n, np.float32)
+        _march_scratch(o.numpy(), d.numpy(), ts.numpy(), tf.numpy(), dt32, bits, res, center, half, max_samples,
+                       scratch, counts, t_next)
+        offsets = np.zeros(n + 1, np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        t_out = np.empty(int(offsets[-1]), np.float32)
+        _compact(scratch, offsets, t_out)
+        return torch.from_numpy(offsets), torch.from_numpy(t_out), torch.from_numpy(t_next)
     counts = np.zeros(n, np.int64)
     if n:
         _march_count(o.numpy(), d.numpy(), ts.numpy(), tf.numpy(), dt32, bits, res, center, half, max_samples, counts)
