@@ -102,6 +102,19 @@ def _fwd(x, params, scale, res, size, offset, dense, F, out):
             f0, f1, f2, ax0, ax1, ay0, ay1, az0, az1 = _level(x0, x1, x2, lv, scale, res, dense)
             g0, g1, g2 = _ONE - f0, _ONE - f1, _ONE - f2
             base = lv * F
+            if F == 2:
+                # The common layout (tiny-cuda-nn's default): the two sums stay in registers
+                # (same additions in the same order as below, so the same bits).
+                a0 = np.float32(0.0)
+                a1 = np.float32(0.0)
+                for c in range(8):
+                    w = _weight(c, f0, f1, f2, g0, g1, g2)
+                    idx = _index(c, ax0, ax1, ay0, ay1, az0, az1, lv, size, offset, dense) * 2
+                    a0 += w * params[idx]
+                    a1 += w * params[idx + 1]
+                out[n, base] = a0
+                out[n, base + 1] = a1
+                continue
             for c in range(8):
                 w = _weight(c, f0, f1, f2, g0, g1, g2)
                 idx = _index(c, ax0, ax1, ay0, ay1, az0, az1, lv, size, offset, dense) * F
