@@ -30,6 +30,7 @@ def farm_render(
     export: Annotated[Optional[list[str]], typer.Option(help="Assemble the frames into this target when all are done (any `render --out` form: OUT.mp4, a PNG folder, DIR/stream.m3u8); repeatable. Default: OUT/render.mp4.")] = None,
     no_export: Annotated[bool, typer.Option("--no-export", help="Keep only the frames folder.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")] = True,
+    track: Annotated[bool, typer.Option("--track", help="Log an MLflow run (params, scene digests, frames/s, per-frame timings, the manifest and the assembled MP4); also LATENTSCAPE_TRACK=1.")] = False,
 ) -> None:
     """Render a camera path on a Ray cluster: chunks of frames run on workers that keep
     the scene loaded (shipped by its scene.lock digest, never by a path). Frames are
@@ -39,8 +40,13 @@ def farm_render(
     number after the rest of the job finished (non-zero exit)."""
     from latentscape.farm import FarmJob, import_ray, run_farm
 
+    from latentscape import tracking
+
     import_ray()  # says how to install Ray before anything else
     opts.check()
+    tracked = tracking.wanted(track)
+    if tracked:
+        tracking.client()  # a missing extra or a bad URI fails before any work
     out = Path(opts.out)
     exports = [] if no_export else list(export or [str(out / "render.mp4")])
     job = FarmJob(out=out, scene=opts.scene, camera_path=opts.camera_path, camera=opts.camera, orbit=opts.orbit,
@@ -55,6 +61,32 @@ def farm_render(
                f"per worker {per})")
     for target in report.exports:
         typer.echo(f"assembled {target}")
+    if tracked:
+        _track(opts, report, out, address=address, workers=workers, chunk=chunk)
+
+
+def _track(opts: RenderOptions, report, out: Path, **farm) -> None:
+    """One MLflow run for a finished farm job (the frames are on disk; the run records them)."""
+    from latentscape import tracking
+    from latentscape.scene.bundle import demo_scene_path
+
+    scene = Path(opts.scene) if opts.scene is not None else demo_scene_path()
+    params = {"scene": str(scene), "out": str(out), "camera": opts.camera, "orbit": opts.orbit,
+              "width": report.width, "height": report.height, "frames": report.frames, "device": opts.device,
+              "backend": opts.backend, "stylize": opts.stylize, "stylizer": opts.stylizer, **farm}
+    tags = tracking.scene_tags(scene)
+    if opts.stylizer is not None:
+        tags.update(tracking.file_tags([opts.stylizer], prefix="sha256:stylizer/"))
+    with tracking.run("farm render", True, params=params, tags=tags) as run:
+        run.metrics({"frames": report.frames, "rendered": report.rendered, "skipped": report.skipped,
+                     "fps": report.fps, "total_seconds": report.total_seconds,
+                     **{f"frame_ms.{k}": v for k, v in report.timings.items()}})
+        if (out / "manifest.json").is_file():
+            run.file(out / "manifest.json")
+        for target in report.exports:
+            if str(target).endswith(".mp4") and Path(target).is_file():
+                run.file(target)
+        typer.echo(f"tracked: run {run.id} at {tracking.tracking_uri()}")
 
 
 @farm_app.command("status")
