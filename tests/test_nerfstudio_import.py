@@ -213,6 +213,14 @@ def test_existing_output_is_kept(tmp_path, capsys):
     code, _, err = _cli(capsys, "import", "nerfstudio", RUN, "--out", out)
     assert code == 2 and "already exists" in err
     assert (out / "keep.txt").read_text() == "mine"
+    # --force replaces only what latentscape wrote (issue 11): a user's folder stays.
+    code, _, err = _cli(capsys, "import", "nerfstudio", RUN, "--out", out, "--force")
+    assert code == 2 and (out / "keep.txt").read_text() == "mine"
+    # ... while an earlier import is replaced.
+    ours = tmp_path / "ours"
+    assert _cli(capsys, "import", "nerfstudio", RUN, "--out", ours)[0] == 0
+    assert _cli(capsys, "import", "nerfstudio", RUN, "--out", ours, "--force")[0] == 0
+    assert (ours / "scene.lock").is_file() and (ours / ".latentscape-output").is_file()
 
 
 def test_imported_bundle_is_locked(imported, tmp_path):

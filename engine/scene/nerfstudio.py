@@ -31,11 +31,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import pickle
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +41,7 @@ import torch
 import tomli_w
 import yaml
 
-from latentscape.errors import ConfigError, OutputError, SceneError, UnsafeFileError, WeightsError
+from latentscape.errors import ConfigError, SceneError, UnsafeFileError, WeightsError
 from latentscape.field.nerfacto import NerfactoConfig, NerfactoField, ProposalNetConfig, appearance_index, growth_factor
 from latentscape.kernels.layout import GridLayout
 
@@ -444,8 +441,10 @@ def import_nerfstudio(run: str | Path, out: str | Path, *, step: int | None = No
     out = Path(out)
     if not run.is_dir():
         raise SceneError("nerfstudio output folder not found", path=run, hint="give the run folder that holds config.yml (outputs/NAME/nerfacto/TIMESTAMP)")
-    if out.exists() and not overwrite:
-        raise OutputError("already exists", path=out, hint="choose another --out or pass --force to replace it")
+    from latentscape.outputs import check_output, staged
+
+    # --force replaces only a folder latentscape wrote (latentscape.outputs); checked before any work.
+    check_output(out, force=overwrite, kind="dir")
     cfg_path = run / "config.yml"
     cfg = read_config(cfg_path)
     ncfg = nerfacto_config(cfg, cfg_path)
@@ -477,13 +476,9 @@ def import_nerfstudio(run: str | Path, out: str | Path, *, step: int | None = No
     step_value = int(re.sub(r"\D", "", ckpt.stem) or 0)
     bg = {"white": [1.0, 1.0, 1.0], "black": [0.0, 0.0, 0.0], "random": [0.0, 0.0, 0.0], "last_sample": [1.0, 1.0, 1.0]}[ncfg.background_color]
 
-    parent = out.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))
-    except OSError as err:
-        raise OutputError(f"cannot write here: {err.strerror}", path=parent, hint="choose a writable --out") from None
-    try:
+    # Written under a hidden temporary and renamed into place, with latentscape's output marker;
+    # a failure (or a full disk) leaves nothing.
+    with staged(out, kind="dir", force=overwrite, command="import nerfstudio") as tmp:
         save_file(tensors, str(tmp / "field.safetensors"), metadata={"format": "latentscape-nerfacto-1"})
         toml = {
             "scene": {"name": name or out.name, "format": SCENE_FORMAT, "up": [0.0, 0.0, 1.0],
@@ -514,12 +509,6 @@ def import_nerfstudio(run: str | Path, out: str | Path, *, step: int | None = No
                 (tmp / "cameras" / f"{n}.json").write_bytes(data)
         (tmp / "scene.toml").write_text(tomli_w.dumps(toml))
         write_lock(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
