@@ -1,6 +1,6 @@
 """Kiosk exports: a scene's student stylizer and GAN synthesis network as ONNX (fp32 or int8).
 
-``export_scene(scene, target, out)`` writes through :class:`latentscape.outputs.Staged`: a
+``export_scene(scene, target, out)`` writes through :func:`latentscape.outputs.staged`: a
 temporary folder beside ``out`` renamed into place at the end (a failed export leaves
 nothing behind), and ``force`` replaces only a folder latentscape wrote.
 
@@ -37,7 +37,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from latentscape.errors import ConfigError, ExportError, OutputError
+from latentscape.errors import ConfigError, ExportError
 
 TARGETS = ("onnx", "onnx-int8", "tensorrt")
 OPSET = 20
@@ -228,21 +228,22 @@ def export_scene(scene: str | Path, target: str, out: str | Path, *, force: bool
     from latentscape.stylize.student import load_student
     from latentscape.texture.stylegan3 import load_generator
 
-    from latentscape.outputs import Staged
+    from latentscape.outputs import check_output, staged
 
     out = Path(out)
-    stage = Staged(out, kind="dir", force=force, command="export")  # refuses before any work
+    check_output(out, force=force, kind="dir")  # refuses before any work
     sc = load_scene(scene)
     scene_path = Path(sc.path)
     report: dict = {"target": target, "scene": str(scene_path), "opset": OPSET, "torch": torch.__version__,
                     "onnxruntime": ort.__version__, "models": {}, "skipped": {}}
     lock = scene_path / "scene.lock"
     if lock.is_file():
-        from latentscape.stylize.student import file_sha256
+        from latentscape.scene.lock import sha256_file
 
-        report["scene_lock_sha256"] = file_sha256(lock)
-    tmp = stage.begin()
-    try:
+        report["scene_lock_sha256"] = sha256_file(lock)
+    # Written under a hidden temporary, renamed with the output marker; a failure or a full
+    # disk (one OutputError line) leaves nothing.
+    with staged(out, kind="dir", force=force, command="export") as tmp:
         size = int(sc.config.get("render", {}).get("width", 256))
         styl = sc.config.get("stylizer")
         if "student" in parts:
@@ -315,8 +316,4 @@ def export_scene(scene: str | Path, target: str, out: str | Path, *, force: bool
             raise ExportError("nothing to export: " + "; ".join(f"{k}: {v}" for k, v in report["skipped"].items()),
                               path=scene_path / "scene.toml")
         (tmp / "export.json").write_text(json.dumps(report, indent=2) + "\n")
-    except BaseException:
-        stage.abort()
-        raise
-    stage.commit()
     return report

@@ -14,7 +14,6 @@ raised before any work starts. mlflow is imported only when tracking is on.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -26,6 +25,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from latentscape.errors import TrackingError
+from latentscape.scene.lock import sha256_file
 
 ENV_FLAG = "LATENTSCAPE_TRACK"
 
@@ -73,12 +73,6 @@ def client():
     return c
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def scene_tags(scene: str | Path) -> dict[str, str]:
@@ -88,7 +82,7 @@ def scene_tags(scene: str | Path) -> dict[str, str]:
     lock = folder / "scene.lock"
     if not lock.is_file():
         return tags
-    tags["scene.lock"] = sha256(lock)
+    tags["scene.lock"] = sha256_file(lock)
     try:
         import tomllib
 
@@ -115,7 +109,7 @@ def file_tags(paths: Sequence[str | Path], prefix: str = "sha256:") -> dict[str,
         files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
         for f in files:
             if f.is_file() and f.suffix in (".safetensors", ".json", ".onnx", ".glb", ".png", ".toml", ".lock"):
-                out[f"{prefix}{f.relative_to(p) if p.is_dir() else f.name}"] = sha256(f)
+                out[f"{prefix}{f.relative_to(p) if p.is_dir() else f.name}"] = sha256_file(f)
     return out
 
 
@@ -291,10 +285,10 @@ def compare(run_a: str, run_b: str, out: str | Path, *, force: bool = False) -> 
     (``out/compare.json``: b - a for every metric both logged)."""
     from PIL import Image
 
-    from latentscape.outputs import Staged
+    from latentscape.outputs import check_output, staged
 
     out = Path(out)
-    stage = Staged(out, kind="dir", force=force, command="compare")  # refuses before any work
+    check_output(out, force=force, kind="dir")  # refuses before any work
     c = client()
     runs = []
     for rid in (run_a, run_b):
@@ -323,15 +317,10 @@ def compare(run_a: str, run_b: str, out: str | Path, *, force: bool = False) -> 
               "images": [n for n, _ in images]}
     if images:
         report["sheet"] = str(out / "compare.png")
-    tmp = stage.begin()
-    try:
+    with staged(out, kind="dir", force=force, command="compare") as tmp:  # a full disk is one line, nothing left
         if images:
             side_by_side(images, f"A {run_a[:8]}", f"B {run_b[:8]}").save(tmp / "compare.png")
         (tmp / "compare.json").write_text(json.dumps(report, indent=2) + "\n")
-    except BaseException:
-        stage.abort()
-        raise
-    stage.commit()
     return report
 
 

@@ -231,6 +231,15 @@ def _composite_fwd_kernel(sigma_ptr, rgb_ptr, t_ptr, off_ptr, tin_ptr, out_rgb_p
 
 
 @triton.jit
+def _alpha_and_dl_dw(sigma_ptr, rgb_ptr, t_ptr, i, m, dt, gr, gg, gb, gd, go):
+    """Sample i's opacity and dL/dw_i (the loss gradient of its weight), read for both passes."""
+    a = 1.0 - tl.exp(-tl.load(sigma_ptr + i, mask=m, other=0.0) * dt)
+    e = (gr * tl.load(rgb_ptr + i * 3 + 0, mask=m, other=0.0) + gg * tl.load(rgb_ptr + i * 3 + 1, mask=m, other=0.0)
+         + gb * tl.load(rgb_ptr + i * 3 + 2, mask=m, other=0.0) + go + gd * tl.load(t_ptr + i, mask=m, other=0.0))
+    return a, e
+
+
+@triton.jit
 def _composite_bwd_kernel(sigma_ptr, rgb_ptr, t_ptr, off_ptr, tin_ptr, tout_ptr, g_rgb_ptr, g_depth_ptr, g_op_ptr,
                           g_trans_ptr, g_sigma_ptr, g_col_ptr, N, max_count, dt, BLOCK: tl.constexpr):
     rays = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -250,9 +259,7 @@ def _composite_bwd_kernel(sigma_ptr, rgb_ptr, t_ptr, off_ptr, tin_ptr, tout_ptr,
     for j in range(max_count):
         m = mask & (j < count)
         i = start + j
-        a = 1.0 - tl.exp(-tl.load(sigma_ptr + i, mask=m, other=0.0) * dt)
-        e = (gr * tl.load(rgb_ptr + i * 3 + 0, mask=m, other=0.0) + gg * tl.load(rgb_ptr + i * 3 + 1, mask=m, other=0.0)
-             + gb * tl.load(rgb_ptr + i * 3 + 2, mask=m, other=0.0) + go + gd * tl.load(t_ptr + i, mask=m, other=0.0))
+        a, e = _alpha_and_dl_dw(sigma_ptr, rgb_ptr, t_ptr, i, m, dt, gr, gg, gb, gd, go)
         total += T * a * e
         T = T * (1.0 - a)
     # Pass 2: dL/dsigma_i = dt * (T_{i+1} e_i - sum_{k>i} w_k e_k) - dt * T_out * dL/dT_out.
@@ -261,9 +268,7 @@ def _composite_bwd_kernel(sigma_ptr, rgb_ptr, t_ptr, off_ptr, tin_ptr, tout_ptr,
     for j in range(max_count):
         m = mask & (j < count)
         i = start + j
-        a = 1.0 - tl.exp(-tl.load(sigma_ptr + i, mask=m, other=0.0) * dt)
-        e = (gr * tl.load(rgb_ptr + i * 3 + 0, mask=m, other=0.0) + gg * tl.load(rgb_ptr + i * 3 + 1, mask=m, other=0.0)
-             + gb * tl.load(rgb_ptr + i * 3 + 2, mask=m, other=0.0) + go + gd * tl.load(t_ptr + i, mask=m, other=0.0))
+        a, e = _alpha_and_dl_dw(sigma_ptr, rgb_ptr, t_ptr, i, m, dt, gr, gg, gb, gd, go)
         w = T * a
         prefix += w * e
         T = T * (1.0 - a)

@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -51,7 +50,7 @@ def test_render_logs_params_digests_metrics_and_preview(adapter_scene, tmp_path,
     assert run.info.status == "FINISHED"
     assert run.data.tags["latentscape.command"] == "render"
     lock = adapter_scene / "scene.lock"
-    from latentscape.tracking import sha256
+    from latentscape.scene.lock import sha256_file as sha256
 
     assert run.data.tags["scene.lock"] == sha256(lock)
     # every file the lock lists is tagged with its digest, the adapters included

@@ -253,9 +253,10 @@ def track_adapter(run, scene_dir: Path, rep: AdapterReport, views: int = 4) -> N
     from latentscape.lora.targets import resolve_target
     from latentscape.render.renderer import render_camera
     from latentscape.scene.bundle import load_scene
+    from latentscape.scene.lock import sha256_file
 
     run.metrics({"loss_identity": rep.loss_start, "loss": rep.loss_end, "seconds": rep.seconds})
-    run.tags({f"sha256:adapter/{rep.path.name}": tracking.sha256(rep.path)})
+    run.tags({f"sha256:adapter/{rep.path.name}": sha256_file(rep.path)})
     scene = load_scene(scene_dir, device="cpu", backend="torch", verify=False)
     cams = scene.orbit(views, min(scene.width, 128), min(scene.height, 128)).cameras
     adapter = load_adapter(rep.path)
