@@ -116,7 +116,7 @@ class _SynthesisWorker:
     DUTY = 0.3
     """Fraction of the time the worker may synthesise (after each texture it rests for the
     time it worked, times 1/DUTY - 1). Measured on the 2-core CPU, demo viewer at 128x128,
-    40 frames, two runs each: a worker that never rests: 3.9-4.1 fps (NeRF stage 220-234 ms,
+    40 frames, two runs each (``python -m latentscape.tools.benchmarks.live_viewer``): a worker that never rests: 3.9-4.1 fps (NeRF stage 220-234 ms,
     ~12 textures); DUTY 0.5: 4.9-5.6 fps (~6 textures); 0.3: 5.2-6.2 fps (NeRF 147-172 ms,
     3-5 textures); the frame waiting for every texture: 3.9-4.9 fps."""
 
