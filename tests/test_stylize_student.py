@@ -119,3 +119,48 @@ def test_half_needs_cuda():
     else:
         with pytest.raises(ConfigError, match="CUDA"):
             StudentStylizer(StudentNet(), half=True)
+
+
+def test_bottleneck_norm_student_follows_the_whole_frame_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    cfg = StudentConfig(base_channels=4, growth=1.0, downsample=1, num_residual=1, stem_kernel=3,
+                        norm="bottleneck", up_channels=[3])
+    net = StudentNet(cfg).eval()
+    plain = StudentNet(StudentConfig(base_channels=4, growth=1.0, downsample=1, num_residual=1, stem_kernel=3)).eval()
+    x = torch.rand(1, 3, 37, 53)
+    changed = x.clone()
+    changed[..., :8, :8] = 1.0  # a change in one corner ...
+    with torch.no_grad():
+        far = (slice(None), slice(None), slice(24, None), slice(40, None))  # ... seen from the other corner
+        # no norm: the far corner is outside the receptive field and does not move
+        assert torch.equal(plain(x)[far], plain(changed)[far])
+        # instance norm at the bottleneck: the frame's statistics reach every pixel (as in the teacher)
+        assert not torch.allclose(net(x)[far], net(changed)[far])
+        assert net(torch.rand(2, 3, 17, 129)).shape == (2, 3, 17, 129)
+    save_student(net, tmp_path / "n")
+    back = load_student(tmp_path / "n")
+    assert back.config == cfg
+    torch.testing.assert_close(back(x), net(x))
+
+
+def test_student_files_from_before_the_norm_option_still_load(tmp_path):
+    net = StudentNet(StudentConfig(base_channels=4, num_residual=1))
+    _, cfg_path = save_student(net, tmp_path / "old")
+    doc = json.loads(cfg_path.read_text())
+    for key in ("norm", "up_channels"):
+        del doc["config"][key]
+    cfg_path.write_text(json.dumps(doc))
+    back = load_student(tmp_path / "old")
+    assert back.config.norm == "none" and back.config.up_path() == [8, 4]
+    x = torch.rand(1, 3, 20, 24)
+    torch.testing.assert_close(back(x), net.eval()(x))
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(norm="batch"), "norm must be"),
+    (dict(up_channels=[8, 4, 2]), "up_channels must be 2"),
+    (dict(up_channels=[8, 0]), "up_channels must be 2"),
+])
+def test_bad_norm_options_are_config_errors(bad, match):
+    with pytest.raises(ConfigError, match=match):
+        StudentConfig(**bad).validate()

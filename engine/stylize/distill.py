@@ -14,7 +14,20 @@ Loss, per crop pair (weights in :class:`DistillConfig`):
 - ``temporal``: the student's change between two consecutive frames must match the
   teacher's: ``L1((S(a) - S(b)) - (T(a) - T(b)))``. With ``sequence=True`` the frames
   are a camera path and (a, b) are frames k and k+1 at the same crop; otherwise b is
-  a shifted crop of the same frame (a camera pan of up to ``max_shift`` pixels).
+  a shifted crop of the same frame (a camera pan of up to ``max_shift`` pixels);
+- ``warp`` (needs ``warps``: exact depth warps between frames of a rendered camera
+  path, :mod:`latentscape.stylize.temporal`): ``|S(b) - warp(S(a))|`` over the pixels
+  visible in both, the output temporal loss of video style transfer (ReCoNet). Unlike
+  ``temporal`` it does not copy the teacher's flicker: a stylizer that paints strokes
+  which do not move with the scene pays for it.
+
+Students with ``norm="bottleneck"`` (and every ``init="teacher"`` student) train on
+whole frames, one per batch item: their instance norms see the whole frame's
+statistics at render time, so a crop's would teach them the wrong ones. ``temporal``
+applies to crop training only.
+
+``init="teacher"`` (multistyle26 teachers) starts the student from the teacher's own
+weights (:mod:`latentscape.stylize.inherit`) instead of a random init.
 
 Checkpoints (student, Adam state, step) are written every ``checkpoint_every`` steps
 as safetensors + json; a rerun with the same settings resumes from the last one.
@@ -69,6 +82,8 @@ class DistillConfig:
     """Side of the square training crops (shrunk to fit the smallest frame)."""
     lr: float = 2e-3
     """Adam learning rate."""
+    lr_schedule: str = "constant"
+    """``constant``, or ``cosine``: decays from ``lr`` to 0 over ``steps``."""
     seed: int = 0
     """Seeds the student's init and every step's crops."""
     train_size: int = 256
@@ -86,7 +101,13 @@ class DistillConfig:
     w_ssim: float = 0.2
     """Weight of the 1 - SSIM term."""
     w_temporal: float = 0.5
-    """Weight of the temporal-consistency term."""
+    """Weight of the temporal-consistency term (crop training)."""
+    w_warp: float = 0.0
+    """Weight of the depth-warped temporal loss (used when ``distill`` gets ``warps``)."""
+    init: str = "random"
+    """``random``, or ``teacher``: inherit a multistyle26 teacher's weights (the student's shape follows)."""
+    inherit_blocks: int = 6
+    """With ``init="teacher"``: residual blocks kept of the teacher's six."""
     checkpoint_every: int = 100
     """Steps between checkpoints."""
     time_budget_s: float | None = None
@@ -106,13 +127,25 @@ class DistillConfig:
             (0 <= self.holdout < 1, "holdout must be in [0, 1)"),
             (self.max_shift >= 0, "max_shift must be >= 0"),
             (self.checkpoint_every >= 1, "checkpoint_every must be >= 1"),
-            (min(self.w_l1, self.w_feature, self.w_ssim, self.w_temporal) >= 0, "loss weights must be >= 0"),
+            (min(self.w_l1, self.w_feature, self.w_ssim, self.w_temporal, self.w_warp) >= 0, "loss weights must be >= 0"),
+            (self.lr_schedule in ("constant", "cosine"), f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}"),
+            (self.init in ("random", "teacher"), f"init must be 'random' or 'teacher', got {self.init!r}"),
+            (1 <= self.inherit_blocks <= 6, "inherit_blocks must be in 1..6"),
         ]
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(f"distill config: {msg}")
+        if self.init == "teacher":
+            from latentscape.stylize.inherit import multistyle26_config
+
+            self.student = multistyle26_config(self.inherit_blocks)
         self.student.validate()
         return self
+
+    @property
+    def full_frames(self) -> bool:
+        """Whole frames per batch item (students whose norms need a whole frame's statistics)."""
+        return self.student.norm != "none"
 
     def fingerprint(self) -> dict:
         """Settings a checkpoint must share with the run that resumes it."""
@@ -375,6 +408,15 @@ def _crops(g: torch.Generator, frames: list[Tensor], targets: list[Tensor], trai
     return torch.stack(xa), torch.stack(xb), torch.stack(ta), torch.stack(tb)
 
 
+def _image_loss(s: Tensor, t: Tensor, cfg: DistillConfig, feats: nn.Module) -> Tensor:
+    loss = cfg.w_l1 * (s - t).abs().mean()
+    if cfg.w_feature:
+        loss = loss + cfg.w_feature * sum((fs - ft).abs().mean() for fs, ft in zip(feats(s), feats(t)))
+    if cfg.w_ssim:
+        loss = loss + cfg.w_ssim * (1 - ssim(s, t).mean())
+    return loss
+
+
 def evaluate(student: Callable[[Tensor], Tensor], frames: Sequence[Tensor], targets: Sequence[Tensor]) -> dict:
     """PSNR/SSIM of ``student(frame)`` against the teacher's output, full frame, plus the identity baseline."""
     rows = []
@@ -397,11 +439,15 @@ OUTPUT_ENTRIES = ["checkpoint", "metrics.json", "scene_frames", "student.json", 
 
 def distill(teacher: Stylizer | Callable[[Tensor], Tensor], frames: Sequence[Tensor], out: str | Path,
             config: DistillConfig | None = None, *, resume: bool = True, progress: bool = True,
-            on_step: Callable[[int, float], None] | None = None) -> DistillResult:
+            on_step: Callable[[int, float], None] | None = None,
+            warps: Sequence[tuple[int, int, Tensor, Tensor]] = ()) -> DistillResult:
     """Train a student to imitate ``teacher`` on ``frames``; write ``out/student.{safetensors,json}``
     and ``out/metrics.json``; checkpoints go to ``out/checkpoint/``.
 
     ``on_step(step, loss)`` runs after every optimiser step (``step`` counts from 1).
+    ``warps``: ``(a, b, grid, valid)`` per pair of frame indices, ``grid``/``valid`` from
+    :func:`latentscape.stylize.temporal.depth_warp` (frame b's pixels in frame a); pairs
+    touching a held-out frame are not used; they feed the ``w_warp`` loss.
     """
     from safetensors.torch import load_file, save_file
     from tqdm.auto import tqdm
@@ -439,14 +485,37 @@ def distill(teacher: Stylizer | Callable[[Tensor], Tensor], frames: Sequence[Ten
     smallest = min(min(frames[i].shape[-2:]) for i in train)
     margin = 0 if cfg.sequence else 2 * cfg.max_shift
     crop = min(cfg.crop, smallest - margin)
+    held_set = set(held)
+    pairs = []
+    for a, b, grid, valid in warps:
+        if not (0 <= a < len(frames) and 0 <= b < len(frames)):
+            raise DatasetError(f"warp pair ({a}, {b}) names a frame that does not exist ({len(frames)} frames)")
+        if tuple(grid.shape) != (*frames[b].shape[-2:], 2) or tuple(valid.shape) != tuple(frames[b].shape[-2:]) \
+                or frames[a].shape != frames[b].shape:
+            raise DatasetError(f"warp pair ({a}, {b}) does not fit its frames: grid {tuple(grid.shape)}, "
+                               f"frames {tuple(frames[a].shape)} / {tuple(frames[b].shape)}")
+        if a not in held_set and b not in held_set and bool(valid.any()):
+            pairs.append((a, b, grid.float(), valid.bool()))
+    fingerprint["warps"] = hashlib.sha256(repr([(a, b, int(v.sum())) for a, b, _, v in pairs]).encode()).hexdigest()[:16]
+    if cfg.full_frames:
+        crop = smallest  # only checked below: whole frames are used
     if crop < 16:
         raise DatasetError(f"frames are too small: the smallest is {smallest}px, crops need >= {16 + margin}px",
                            hint="use larger frames or a larger train_size")
 
     device = torch.device(cfg.device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        net = StudentNet(cfg.student).to(device)
+    if cfg.init == "teacher":
+        weights = getattr(teacher, "weights", None)
+        if not str(name).startswith("multistyle26") or weights is None:
+            raise ConfigError(f"init='teacher' inherits a multistyle26 teacher's weights; {name} is not one",
+                              hint="use --init random with this teacher")
+        from latentscape.stylize.inherit import student_from_multistyle26
+
+        net = student_from_multistyle26(weights, [frames[i] for i in train], blocks=cfg.inherit_blocks).to(device)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            net = StudentNet(cfg.student).to(device)
     feats = RandomFeatures().to(device)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
 
@@ -462,17 +531,29 @@ def distill(teacher: Stylizer | Callable[[Tensor], Tensor], frames: Sequence[Ten
     try:
         while step < cfg.steps:
             g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-            xa, xb, ta, tb = (t.to(device) for t in _crops(g, frames, targets, train, cfg, crop))
-            s = net(torch.cat([xa, xb]))
-            t = torch.cat([ta, tb])
-            sa, sb = s.chunk(2)
-            loss = cfg.w_l1 * (s - t).abs().mean()
-            if cfg.w_feature:
-                loss = loss + cfg.w_feature * sum((fs - ft).abs().mean() for fs, ft in zip(feats(s), feats(t)))
-            if cfg.w_ssim:
-                loss = loss + cfg.w_ssim * (1 - ssim(s, t).mean())
-            if cfg.w_temporal:
-                loss = loss + cfg.w_temporal * ((sa - sb) - (ta - tb)).abs().mean()
+            if cfg.lr_schedule == "cosine":
+                for group in opt.param_groups:
+                    group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
+            if cfg.full_frames:
+                loss = 0.0
+                for _ in range(cfg.batch_size):
+                    i = train[int(torch.randint(len(train), (1,), generator=g))]
+                    loss = loss + _image_loss(net(frames[i][None].to(device)), targets[i][None].to(device), cfg, feats)
+                loss = loss / cfg.batch_size
+            else:
+                xa, xb, ta, tb = (t.to(device) for t in _crops(g, frames, targets, train, cfg, crop))
+                s = net(torch.cat([xa, xb]))
+                t = torch.cat([ta, tb])
+                sa, sb = s.chunk(2)
+                loss = _image_loss(s, t, cfg, feats)
+                if cfg.w_temporal:
+                    loss = loss + cfg.w_temporal * ((sa - sb) - (ta - tb)).abs().mean()
+            if cfg.w_warp and pairs:
+                from latentscape.stylize.temporal import warped_error
+
+                a, b, grid, valid = pairs[int(torch.randint(len(pairs), (1,), generator=g))]
+                sab = net(torch.stack([frames[a], frames[b]]).to(device))
+                loss = loss + cfg.w_warp * warped_error(sab[0], sab[1], grid.to(device), valid.to(device))
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise DistillError(f"loss became {value} at step {step + 1}", path=ckpt,
@@ -504,6 +585,8 @@ def distill(teacher: Stylizer | Callable[[Tensor], Tensor], frames: Sequence[Ten
                                                           [frames[i] for i in held], [targets[i] for i in held]).items()}}
     path, _ = save_student(net, out / "student", metadata={
         "teacher": name, "teacher_version": version, "steps": step, "frames": digest,
-        "loss": {"l1": cfg.w_l1, "random_conv_feature": cfg.w_feature, "ssim": cfg.w_ssim, "temporal": cfg.w_temporal}})
+        "init": cfg.init, "full_frames": cfg.full_frames,
+        "loss": {"l1": cfg.w_l1, "random_conv_feature": cfg.w_feature, "ssim": cfg.w_ssim, "temporal": cfg.w_temporal,
+                 "warp": cfg.w_warp}})
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return DistillResult(student_path=path, metrics=metrics, step=step, resumed_from=start, losses=losses)

@@ -3,8 +3,17 @@
 Johnson et al. (2016) shape, slimmed: a stem conv, ``downsample`` stride-2 convs,
 ``num_residual`` residual blocks at the lowest resolution, nearest-upsample + conv
 back up (no transposed convs: they leave checkerboards), and a sigmoid head so the
-output is RGB in ``[0, 1]``. No normalisation layers: instance norm makes each
-frame depend on global statistics (flicker) and costs a reduction per layer.
+output is RGB in ``[0, 1]``.
+
+Normalisation (``norm``): ``"none"`` has none (the output at a pixel depends only on
+its receptive field). ``"bottleneck"`` puts an instance norm with a learned affine
+after every conv at the lowest resolution (the last stride-2 conv and both convs of
+each residual block), as the multistyle26 teacher does at every layer: the teacher's
+look depends on each frame's statistics, and a student without them cannot follow it
+(freezing the teacher's own norms to a scene's average statistics costs it 18 dB at
+the bottleneck, 0.5-3 dB at full and half resolution; see
+:mod:`latentscape.stylize.inherit`). At the bottleneck the reductions run on 1/16 of
+the pixels, so they stay cheap.
 
 Weights live in ``<stem>.safetensors`` beside ``<stem>.json`` (the config plus
 metadata). :func:`load_student` checks both and raises :class:`WeightsError` (or
@@ -51,6 +60,11 @@ class StudentConfig:
     """Kernel size of the first and last conv (odd)."""
     padding: str = "reflect"
     """Padding mode of every conv: ``reflect`` (no dark borders) or ``zeros``."""
+    norm: str = "none"
+    """``none``, or ``bottleneck``: instance norm (learned affine) after every conv at the lowest resolution."""
+    up_channels: list[int] = field(default_factory=list)
+    """Channels of the upsampling convs, lowest resolution first (one per downsample stage);
+    empty mirrors the down path."""
 
     def validate(self) -> "StudentConfig":
         if self.base_channels < 1 or self.num_residual < 0 or not 0 <= self.downsample <= 4:
@@ -62,10 +76,20 @@ class StudentConfig:
             raise ConfigError(f"student stem_kernel must be odd, got {self.stem_kernel}")
         if self.padding not in ("reflect", "zeros"):
             raise ConfigError(f"student padding must be 'reflect' or 'zeros', got {self.padding!r}")
+        if self.norm not in ("none", "bottleneck"):
+            raise ConfigError(f"student norm must be 'none' or 'bottleneck', got {self.norm!r}")
+        ups = list(self.up_channels)
+        if ups and (len(ups) != self.downsample or not all(isinstance(c, int) and c >= 1 for c in ups)):
+            raise ConfigError(f"student up_channels must be {self.downsample} positive integers (one per "
+                              f"downsample stage), got {self.up_channels!r}", hint="or leave it empty to mirror the down path")
         return self
 
     def channels(self) -> list[int]:
         return [max(1, round(self.base_channels * self.growth**i)) for i in range(self.downsample + 1)]
+
+    def up_path(self) -> list[int]:
+        """Channels after each upsampling conv, lowest resolution first."""
+        return list(self.up_channels) if self.up_channels else self.channels()[:-1][::-1]
 
     @classmethod
     def from_dict(cls, data: dict, *, path: str | Path | None = None) -> "StudentConfig":
@@ -80,14 +104,20 @@ def _conv(cin: int, cout: int, k: int, stride: int, padding: str) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, padding_mode=padding)
 
 
+def _norm(ch: int, on: bool) -> nn.Module:
+    return nn.InstanceNorm2d(ch, affine=True) if on else nn.Identity()
+
+
 class _Residual(nn.Module):
-    def __init__(self, ch: int, padding: str):
+    def __init__(self, ch: int, padding: str, norm: bool = False):
         super().__init__()
         self.conv1 = _conv(ch, ch, 3, 1, padding)
         self.conv2 = _conv(ch, ch, 3, 1, padding)
+        self.norm1 = _norm(ch, norm)
+        self.norm2 = _norm(ch, norm)
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.conv2(torch.relu(self.conv1(x)))
+        return x + self.norm2(self.conv2(torch.relu(self.norm1(self.conv1(x)))))
 
 
 class StudentNet(nn.Module):
@@ -97,12 +127,16 @@ class StudentNet(nn.Module):
         super().__init__()
         self.config = (config or StudentConfig()).validate()
         c, p = self.config.channels(), self.config.padding
-        k = self.config.stem_kernel
+        k, n = self.config.stem_kernel, self.config.downsample
+        bottleneck = self.config.norm == "bottleneck"
         self.stem = _conv(3, c[0], k, 1, p)
-        self.down = nn.ModuleList(_conv(c[i], c[i + 1], 3, 2, p) for i in range(self.config.downsample))
-        self.res = nn.Sequential(*(_Residual(c[-1], p) for _ in range(self.config.num_residual)))
-        self.up = nn.ModuleList(_conv(c[i + 1], c[i], 3, 1, p) for i in reversed(range(self.config.downsample)))
-        self.head = _conv(c[0], 3, k, 1, p)
+        self.down = nn.ModuleList(_conv(c[i], c[i + 1], 3, 2, p) for i in range(n))
+        # the norm after the last stride-2 conv (or after the stem when nothing downsamples)
+        self.down_norm = _norm(c[-1], bottleneck)
+        self.res = nn.Sequential(*(_Residual(c[-1], p, bottleneck) for _ in range(self.config.num_residual)))
+        ups = [c[-1]] + self.config.up_path()
+        self.up = nn.ModuleList(_conv(ups[i], ups[i + 1], 3, 1, p) for i in range(n))
+        self.head = _conv(ups[-1], 3, k, 1, p)
 
     @property
     def num_params(self) -> int:
@@ -110,10 +144,10 @@ class StudentNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:  # [N,3,H,W] -> [N,3,H,W]
         x, h, w = pad_to_multiple(x, 2**self.config.downsample)
-        y = torch.relu(self.stem(x))
+        y = self.stem(x)
         for conv in self.down:
-            y = torch.relu(conv(y))
-        y = self.res(y)
+            y = conv(torch.relu(y))
+        y = self.res(torch.relu(self.down_norm(y)))
         for conv in self.up:
             y = torch.relu(conv(nn.functional.interpolate(y, scale_factor=2.0, mode="nearest")))
         return torch.sigmoid(self.head(y))[..., :h, :w]

@@ -14,10 +14,10 @@ Three measurements, on frames rendered now by a :class:`latentscape.session.Sess
    the unstylized input, over all pixels and over the pixels whose input does not change
    (there any output change is flicker the student adds). Goal: output <= 1.5x input.
 3. **Warped error along the orbit**: consecutive orbit frames are aligned exactly with the
-   NeRF's depth and the two camera poses (no optical flow): every pixel of frame k+1 is
-   back-projected with its depth, projected into frame k and sampled there; pixels that
-   are occluded (depth disagrees by > 2 %) or leave the image are masked out; background
-   (infinite depth) warps by rotation. Reported: mean |S(k+1) - warp(S(k))| (of 255) for
+   NeRF's depth and the two camera poses (no optical flow; :mod:`latentscape.stylize.temporal`):
+   every pixel of frame k+1 is back-projected with its depth, projected into frame k and
+   sampled there; pixels that are occluded (depth disagrees by > 2 %) or leave the image
+   are masked out; background (infinite depth) warps by rotation. Reported: mean |S(k+1) - warp(S(k))| (of 255) for
    the input, the teacher and the student.
 """
 
@@ -61,28 +61,10 @@ def render(scene: Path, size: int, which) -> list:
 
 def warp_into(prev: torch.Tensor, depth_prev: torch.Tensor, cam_prev, depth_next: torch.Tensor, cam_next):
     """``prev`` [C,H,W] resampled at where each pixel of the next frame was in the previous one; and the valid mask."""
-    from latentscape.render.cameras import camera_directions
+    from latentscape.stylize.temporal import depth_warp, warp
 
-    h, w = depth_next.shape
-    dirs, _ = camera_directions(cam_next)  # [HW,3] unit, camera space
-    r_n, o_n = cam_next.c2w[:3, :3].float(), cam_next.c2w[:3, 3].float()
-    r_p, o_p = cam_prev.c2w[:3, :3].float(), cam_prev.c2w[:3, 3].float()
-    d = depth_next.reshape(-1)
-    inf = ~torch.isfinite(d)
-    world_dir = dirs @ r_n.T
-    x = o_n + world_dir * torch.where(inf, torch.zeros_like(d), d)[:, None]
-    p = (x - o_p) @ r_p  # into the previous camera's frame
-    p = torch.where(inf[:, None], world_dir @ r_p, p)  # points at infinity: rotation only
-    z = -p[:, 2]
-    u = cam_prev.cx + cam_prev.fx * p[:, 0] / z
-    v = cam_prev.cy - cam_prev.fy * p[:, 1] / z
-    grid = torch.stack((u / cam_prev.width * 2 - 1, v / cam_prev.height * 2 - 1), -1).view(1, h, w, 2)
-    sampled = F.grid_sample(prev[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
-    dp = F.grid_sample(depth_prev.nan_to_num(posinf=1e6)[None, None], grid, mode="nearest", align_corners=False)[0, 0]
-    dist = p.norm(dim=-1).view(h, w)
-    inside = ((z > 0) & (u >= 0) & (u <= cam_prev.width) & (v >= 0) & (v <= cam_prev.height)).view(h, w)
-    agree = torch.where(inf.view(h, w), dp >= 1e5, (dp - dist).abs() <= 0.02 * dist)
-    return sampled, inside & agree
+    grid, valid = depth_warp(depth_prev, cam_prev, depth_next, cam_next)
+    return warp(prev, grid), valid
 
 
 def main(argv=None) -> dict:
@@ -91,6 +73,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--frames", type=int, default=8, help="frames per measurement")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--student", type=Path, default=None,
+                    help="measure this student (folder or .json) instead of the scene's [stylizer]")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
 
@@ -101,7 +85,7 @@ def main(argv=None) -> dict:
 
     scene = Path(a.scene) if a.scene else demo_scene_path()
     sc = load_scene(scene)
-    styl_dir = scene / sc.config["stylizer"]["path"]
+    styl_dir = a.student if a.student else scene / sc.config["stylizer"]["path"]
     meta = json.loads(student_paths(styl_dir)[1].read_text()).get("metadata", {})
     student = load_stylizer(styl_dir)
     teacher = teacher_from_spec(meta["teacher"], threads=a.threads)
@@ -120,7 +104,8 @@ def main(argv=None) -> dict:
         def unseen(s):
             m = len(s.path.cameras)
             step = max(2, m // n)
-            return [((k * step + step // 2) % m, k) for k in range(n)]
+            # odd path frames: distill renders every second one (even indices) for training
+            return [(((k * step + step // 2) | 1) % m, k) for k in range(n)]
 
         rows = []
         for rgb, _, _ in render(scene, size, unseen):
