@@ -53,6 +53,14 @@ def test_fewer_blocks_keep_evenly_spread_teacher_blocks():
     assert torch.equal(net.res[2].norm2.weight, weights["res.4.1.gamma"])
     with pytest.raises(ConfigError, match="1-6 residual blocks"):
         multistyle26_config(7)
+    # a smaller stem/head: the centre of the teacher's 9x9, same folded scale per output channel
+    full = student_from_multistyle26(parse_style_weights(7), natural(1), blocks=1)
+    small = student_from_multistyle26(parse_style_weights(7), natural(1), blocks=1, kernel=5)
+    assert small.config.stem_kernel == 5 and small.stem.weight.shape == (32, 3, 5, 5)
+    assert torch.equal(small.stem.weight, full.stem.weight[..., 2:7, 2:7])
+    assert torch.equal(small.head.bias, full.head.bias)
+    with pytest.raises(ConfigError, match="kernel of 1, 3, 5, 7 or 9"):
+        multistyle26_config(6, kernel=4)
 
 
 def test_distill_init_teacher_fine_tunes_on_whole_frames(tmp_path):

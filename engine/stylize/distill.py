@@ -108,6 +108,8 @@ class DistillConfig:
     """``random``, or ``teacher``: inherit a multistyle26 teacher's weights (the student's shape follows)."""
     inherit_blocks: int = 6
     """With ``init="teacher"``: residual blocks kept of the teacher's six."""
+    inherit_kernel: int = 9
+    """With ``init="teacher"``: side of the stem and head convs (the teacher's 9x9 cropped to its centre)."""
     checkpoint_every: int = 100
     """Steps between checkpoints."""
     time_budget_s: float | None = None
@@ -138,7 +140,7 @@ class DistillConfig:
         if self.init == "teacher":
             from latentscape.stylize.inherit import multistyle26_config
 
-            self.student = multistyle26_config(self.inherit_blocks)
+            self.student = multistyle26_config(self.inherit_blocks, self.inherit_kernel)
         self.student.validate()
         return self
 
@@ -511,7 +513,8 @@ def distill(teacher: Stylizer | Callable[[Tensor], Tensor], frames: Sequence[Ten
                               hint="use --init random with this teacher")
         from latentscape.stylize.inherit import student_from_multistyle26
 
-        net = student_from_multistyle26(weights, [frames[i] for i in train], blocks=cfg.inherit_blocks).to(device)
+        net = student_from_multistyle26(weights, [frames[i] for i in train], blocks=cfg.inherit_blocks,
+                                        kernel=cfg.inherit_kernel).to(device)
     else:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)

@@ -17,8 +17,9 @@ keeps that context and needs no search for it:
   the norm is replaced by a fixed affine folded into the conv (weight scaled by
   ``gamma / sqrt(var + eps)``, bias ``beta - mean * gamma / sqrt(var + eps)``), with
   the mean and variance averaged over the training frames (the scene's own views);
-- ``blocks`` keeps a subset of the six residual blocks (evenly spread) for a faster
-  student; distillation then fine-tunes the whole net.
+- ``blocks`` keeps a subset of the six residual blocks (evenly spread) and ``kernel``
+  crops the 9x9 stem and head to their centre, for a faster student; distillation then
+  fine-tunes the whole net.
 
 Measured on the demo (odd camera-path frames, raw teacher style 8): folding only the
 full-resolution norms keeps 32.8 dB (256 px) / 27.1 dB (128 px) before any training;
@@ -43,11 +44,14 @@ FOLDED = ("contract.0", "contract.1", "expand.0", "expand.1", "expand.2")
 """Teacher layers whose norm becomes a fixed affine (full and half resolution)."""
 
 
-def multistyle26_config(blocks: int = NUM_BLOCKS) -> StudentConfig:
-    """The student shape that holds multistyle26's convs (``blocks`` residual blocks)."""
+def multistyle26_config(blocks: int = NUM_BLOCKS, kernel: int = 9) -> StudentConfig:
+    """The student shape that holds multistyle26's convs (``blocks`` residual blocks; ``kernel``:
+    side of the stem and head convs, the teacher's 9x9 cropped to their centre when smaller)."""
     if not 1 <= blocks <= NUM_BLOCKS:
         raise ConfigError(f"a student inherited from multistyle26 keeps 1-{NUM_BLOCKS} residual blocks, got {blocks}")
-    return StudentConfig(base_channels=32, growth=1.0, downsample=2, num_residual=blocks, stem_kernel=9,
+    if kernel not in (1, 3, 5, 7, 9):
+        raise ConfigError(f"a student inherited from multistyle26 has a stem/head kernel of 1, 3, 5, 7 or 9, got {kernel}")
+    return StudentConfig(base_channels=32, growth=1.0, downsample=2, num_residual=blocks, stem_kernel=kernel,
                          padding="reflect", norm="bottleneck", up_channels=[8, 4])
 
 
@@ -123,19 +127,21 @@ def _norm_stats(weights: dict[str, Tensor], frames: Sequence[Tensor]) -> dict[st
 
 
 def student_from_multistyle26(style_weights: np.ndarray, frames: Sequence[Tensor], *,
-                              blocks: int = NUM_BLOCKS) -> StudentNet:
+                              blocks: int = NUM_BLOCKS, kernel: int = 9) -> StudentNet:
     """A :class:`StudentNet` holding the teacher's weights, its full/half-resolution norms
     folded with statistics averaged over ``frames`` (``[3,H,W]`` in [0, 1])."""
     if not frames:
         raise ConfigError("a student inherited from its teacher needs frames to fold the teacher's norms with")
     weights = read_multistyle26(style_weights)
     stats = _norm_stats(weights, frames)
-    net = StudentNet(multistyle26_config(blocks))
+    net = StudentNet(multistyle26_config(blocks, kernel))
 
     def folded(conv: torch.nn.Conv2d, k: str) -> None:
         mu, var = stats[k]
         scale = weights[f"{k}.gamma"] / torch.sqrt(var + EPS)
-        conv.weight.copy_(weights[f"{k}.w"] * scale.view(-1, 1, 1, 1))
+        w = weights[f"{k}.w"]
+        c = (w.shape[-1] - conv.weight.shape[-1]) // 2  # the centre of a 9x9 for a smaller stem/head
+        conv.weight.copy_(w[..., c:w.shape[-2] - c, c:w.shape[-1] - c] * scale.view(-1, 1, 1, 1))
         conv.bias.copy_(weights[f"{k}.beta"] - mu * scale)
 
     def normed(conv: torch.nn.Conv2d, norm: torch.nn.Module, k: str) -> None:

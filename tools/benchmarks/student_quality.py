@@ -13,6 +13,7 @@ Three measurements, on frames rendered now by a :class:`latentscape.session.Sess
    GAN layer animates). Mean |frame k+1 - frame k| (of 255) of the stylized output vs of
    the unstylized input, over all pixels and over the pixels whose input does not change
    (there any output change is flicker the student adds). Goal: output <= 1.5x input.
+   Also: the share of those static pixels whose 8-bit value (what a screen shows) changes.
 3. **Warped error along the orbit**: consecutive orbit frames are aligned exactly with the
    NeRF's depth and the two camera poses (no optical flow; :mod:`latentscape.stylize.temporal`):
    every pixel of frame k+1 is back-projected with its depth, projected into frame k and
@@ -135,6 +136,14 @@ def main(argv=None) -> dict:
           "static_pixels_share": round(float(static.float().mean()), 3),
           "student_on_static_pixels": change(ys, static) if static.any() else None,
           "teacher_on_static_pixels": change(ts, static) if static.any() else None}
+    def shown_changes(seq, mask):
+        """Share of the static pixels whose 8-bit value (what a screen shows) changes, per frame pair."""
+        q = [(x * 255).round() for x in seq]
+        return statistics.mean(float((q[k + 1] != q[k]).any(0)[mask].float().mean()) for k in range(n))
+
+    if static.any():
+        st["student_8bit_changed_static_share"] = shown_changes(ys, static)
+        st["teacher_8bit_changed_static_share"] = shown_changes(ts, static)
     st["student_over_input"] = st["student"] / st["input"] if st["input"] > 0 else None
     st["teacher_over_input"] = st["teacher"] / st["input"] if st["input"] > 0 else None
     report["static_camera_change_of_255"] = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in st.items()}

@@ -40,6 +40,8 @@ def register(app: typer.Typer) -> None:
         init: str = typer.Option("random", help="Student init: random, or teacher (multistyle26 teachers: start from "
                                                 "the teacher's weights, norms folded with the scene's statistics)."),
         inherit_blocks: int = typer.Option(6, help="With --init teacher: residual blocks kept of the teacher's six."),
+        inherit_kernel: int = typer.Option(9, help="With --init teacher: stem/head kernel (1-9, odd; the teacher's "
+                                                   "9x9 cropped to its centre: smaller is faster)."),
         warp_weight: float = typer.Option(0.0, help="Weight of the depth-warped temporal loss (scene frames rendered "
                                                     "by distill: they come with exact warps between neighbours)."),
         feature_weight: float = typer.Option(0.5, help="Weight of the random-conv feature loss."),
@@ -66,7 +68,7 @@ def register(app: typer.Typer) -> None:
         folders = list(frames)
         cfg = DistillConfig(steps=steps, batch_size=batch_size, crop=crop, lr=lr, lr_schedule=lr_schedule, seed=seed, train_size=train_size, holdout=holdout,
                             sequence=sequence or scene is not None, checkpoint_every=checkpoint_every,
-                            time_budget_s=time_budget, device=device, init=init, inherit_blocks=inherit_blocks,
+                            time_budget_s=time_budget, device=device, init=init, inherit_blocks=inherit_blocks, inherit_kernel=inherit_kernel,
                             w_warp=warp_weight, w_feature=feature_weight, w_ssim=ssim_weight)
         cfg.validate()
         warps = []
