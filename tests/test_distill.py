@@ -231,8 +231,35 @@ def test_cli_distill_renders_the_scene_camera_path(tmp_path):
     out = tmp_path / "student"
     result = CliRunner().invoke(app, ["distill", str(scene), "--teacher", "multistyle26:2", "--out", str(out),
                                       "--no-skimage", "--scene-frames", "3", "--steps", "2", "--batch-size", "2",
-                                      "--crop", "16", "--train-size", "24", "--holdout", "0.34"])
+                                      "--crop", "16", "--train-size", "24", "--holdout", "0.34", "--warp-weight", "1"])
     assert result.exit_code == 0, result.output
     frames = sorted((out / "scene_frames").glob("*.png"))
     assert len(frames) == 3
     assert (out / "student.safetensors").is_file()
+    # the exact warps between neighbouring frames come with them (the --warp-weight loss)
+    from safetensors.torch import load_file
+
+    warps = load_file(str(out / "scene_frames" / "warps.safetensors"))
+    assert sorted(warps) == ["grid_0_1", "grid_1_2", "valid_0_1", "valid_1_2"]
+    assert warps["grid_0_1"].shape == (24, 24, 2) and warps["valid_0_1"].any()
+    meta = json.loads((out / "student.json").read_text())["metadata"]
+    assert meta["loss"]["warp"] == 1.0
+
+
+def test_warp_pairs_add_the_warped_error_and_skip_held_out_frames(tmp_path):
+    from latentscape.stylize.temporal import depth_warp  # noqa: F401  (the grids' producer)
+
+    frames = smooth_frames()
+    ident = torch.stack(torch.meshgrid(torch.linspace(-1, 1, 48), torch.linspace(-1, 1, 48), indexing="xy"), -1)
+    everywhere = torch.ones(48, 48, dtype=torch.bool)
+    runs = {}
+    for w in (0.0, 5.0):
+        runs[w] = distill(ColourTeacher(), frames, tmp_path / f"w{w}", tiny_cfg(steps=2, w_warp=w),
+                          warps=[(0, 1, ident, everywhere)], progress=False)
+    # frames 0 and 1 differ, so with the warp term the first step's loss is larger
+    assert runs[5.0].losses[0] > runs[0.0].losses[0] + 0.05
+    held = runs[0.0].metrics["held_out"][0]
+    other = 0 if held != 0 else 1
+    skipped = distill(ColourTeacher(), frames, tmp_path / "held", tiny_cfg(steps=2, w_warp=5.0),
+                      warps=[(other, held, ident, everywhere)], progress=False)
+    assert skipped.losses[0] == pytest.approx(runs[0.0].losses[0])  # a pair with a held-out frame is not used
