@@ -231,7 +231,8 @@ def test_cli_distill_renders_the_scene_camera_path(tmp_path):
     out = tmp_path / "student"
     result = CliRunner().invoke(app, ["distill", str(scene), "--teacher", "multistyle26:2", "--out", str(out),
                                       "--no-skimage", "--scene-frames", "3", "--steps", "2", "--batch-size", "2",
-                                      "--crop", "16", "--train-size", "24", "--holdout", "0.34", "--warp-weight", "1"])
+                                      "--crop", "16", "--train-size", "24", "--holdout", "0.34", "--warp-weight", "1",
+                                      "--also-size", "16"])
     assert result.exit_code == 0, result.output
     frames = sorted((out / "scene_frames").glob("*.png"))
     assert len(frames) == 3
@@ -244,6 +245,10 @@ def test_cli_distill_renders_the_scene_camera_path(tmp_path):
     assert warps["grid_0_1"].shape == (24, 24, 2) and warps["valid_0_1"].any()
     meta = json.loads((out / "student.json").read_text())["metadata"]
     assert meta["loss"]["warp"] == 1.0
+    # --also-size: the same path at 16 px, with its own warps, joins the training frames
+    small = out / "scene_frames" / "16px"
+    assert len(list(small.glob("*.png"))) == 3 and (small / "warps.safetensors").is_file()
+    assert json.loads((out / "metrics.json").read_text())["heldout_frames"] == 2  # 0.34 of 6 frames
 
 
 def test_warp_pairs_add_the_warped_error_and_skip_held_out_frames(tmp_path):

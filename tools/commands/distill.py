@@ -17,6 +17,9 @@ def register(app: typer.Typer) -> None:
             None, help="Scene bundle: the student trains on frames of its default camera path (SCENE/frames/ if present, "
                        "else rendered now into OUT/scene_frames/)."),
         scene_frames: int = typer.Option(48, help="Frames of the scene's camera path to render for training."),
+        also_size: list[int] = typer.Option([], "--also-size", help="Also train on the scene's frames rendered at this "
+                                            "size (repeatable; e.g. 128, serve's and the viewer's size: a style's "
+                                            "strokes are a number of pixels, so the teacher's look changes with size)."),
         teacher: str = typer.Option(..., "--teacher", "-t",
                                     help="multistyle26:<0-25>, multistyle26:3:0.5,12:0.5, arbitrary:<style image>, "
                                          "or a local diffusers pipeline folder."),
@@ -56,7 +59,7 @@ def register(app: typer.Typer) -> None:
         import json
 
         from latentscape import tracking
-        from latentscape.errors import DatasetError
+        from latentscape.errors import ConfigError, DatasetError
         from latentscape.outputs import open_resumable
         from latentscape.stylize.distill import OUTPUT_ENTRIES, DistillConfig, distill, load_frames
         from latentscape.stylize.teachers import teacher_from_spec
@@ -71,14 +74,23 @@ def register(app: typer.Typer) -> None:
                             time_budget_s=time_budget, device=device, init=init, inherit_blocks=inherit_blocks, inherit_kernel=inherit_kernel,
                             w_warp=warp_weight, w_feature=feature_weight, w_ssim=ssim_weight)
         cfg.validate()
-        warps = []
+        warps, extra = [], []
         if scene is not None:
             folder = scene / "frames"
             if not folder.is_dir():
                 folder = _render_scene_frames(scene, out / "scene_frames", scene_frames, train_size)
                 warps = _load_warps(folder) if warp_weight else []
+                for size in also_size:
+                    if size < 16:
+                        raise ConfigError(f"--also-size must be at least 16, got {size}")
+                    extra.append((_render_scene_frames(scene, folder / f"{size}px", scene_frames, size), size))
             folders.insert(0, folder)
         data = load_frames(folders, include_skimage=skimage, size=train_size)
+        for sub, size in extra:
+            offset = len(data)
+            data += load_frames([sub], size=size)
+            if warp_weight:
+                warps += [(a + offset, b + offset, g, v) for a, b, g, v in _load_warps(sub)]
         if not data:
             raise DatasetError("no training frames", hint="pass --frames DIR, a SCENE with frames/, or install scikit-image")
         t = teacher_from_spec(teacher, device=device, diffusion_options={
