@@ -52,6 +52,11 @@ def main(argv: list[str] | None = None) -> None:
     except LatentscapeError as err:
         typer.secho(f"error: {err}", err=True, fg=typer.colors.RED)
         sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        # click turns a Ctrl-C inside a command into "Aborted!" + exit 1; one that lands outside its
+        # handler (CI saw a render die by SIGINT, exit -2, once in many runs) gets the same exit here
+        typer.echo("Aborted!", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
