@@ -30,3 +30,23 @@ def train_tiny_scene(tmp: Path, steps: int = 20) -> Path:
                  steps_per_diagonal=64, occupancy_resolution=16, eval_every=0, downscale=1, name="tiny", device="cpu",
                  backend="torch", seed=0, orbit_frames=4, force=False)
     return out
+
+
+def walk_in_rounds(march_next, o, d, tnear, tfar, dt, bits, aabb, k: int):
+    """Every ray's sample distances when ``march_next`` walks in rounds of ``k`` samples (the
+    renderer's loop), flattened ray by ray: equal to one unlimited walk if rounds continue
+    on the same lattice."""
+    import torch
+
+    n = o.shape[0]
+    per_ray = [[] for _ in range(n)]
+    t_cur, alive = tnear.clone(), torch.arange(n)
+    for _ in range(1000):
+        if alive.numel() == 0:
+            break
+        off, t, t_next = march_next(o[alive], d[alive], t_cur[alive], tfar[alive], dt, bits, aabb, k)
+        for j, r in enumerate(alive.tolist()):
+            per_ray[r] += t[off[j]:off[j + 1]].tolist()
+        t_cur[alive] = t_next
+        alive = alive[t_next < tfar[alive]]
+    return torch.tensor([v for r in per_ray for v in r])

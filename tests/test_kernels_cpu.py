@@ -3,6 +3,8 @@
 import math
 
 import pytest
+
+from helpers_core import walk_in_rounds
 import torch
 
 pytest.importorskip("numba")
@@ -104,17 +106,7 @@ def test_march_next_continues_on_the_same_lattice():
     bits = torch.rand(1, 16, 16, 16, generator=torch.Generator().manual_seed(0)) < 0.4
     dt = 0.017
     _, t_all, _ = ref_packed.march_next(o, d, tnear, tfar, dt, bits, aabb, 10**6)
-    per_ray = [[] for _ in range(300)]
-    t_cur, alive = tnear.clone(), torch.arange(300)
-    for _ in range(1000):
-        if alive.numel() == 0:
-            break
-        off, t, t_next = cpu_raymarch.march_next(o[alive], d[alive], t_cur[alive], tfar[alive], dt, bits, aabb, 3)
-        for j, r in enumerate(alive.tolist()):
-            per_ray[r] += t[off[j]:off[j + 1]].tolist()
-        t_cur[alive] = t_next
-        alive = alive[t_next < tfar[alive]]
-    flat = torch.tensor([v for r in per_ray for v in r])
+    flat = walk_in_rounds(cpu_raymarch.march_next, o, d, tnear, tfar, dt, bits, aabb, 3)
     assert flat.numel() == t_all.numel()
     torch.testing.assert_close(flat, t_all, rtol=0, atol=2e-5)  # a few ulps: t restarts each round
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from helpers_core import walk_in_rounds
+
 pytest.importorskip("triton", reason="triton is not installed: the Triton kernels cannot be tested")
 
 from latentscape.kernels import packed as tri  # noqa: E402
@@ -57,17 +59,7 @@ def test_march_next_rounds_continue_on_the_same_lattice():
     bits = torch.rand(2, 16, 16, 16, generator=torch.Generator().manual_seed(0)) < 0.4
     dt = 0.061
     _, t_all, _ = ref.march_next(o, d, tnear, tfar, dt, bits, AABB, 10**6)
-    per_ray = [[] for _ in range(60)]
-    t_cur, alive = tnear.clone(), torch.arange(60)
-    for _ in range(1000):
-        if alive.numel() == 0:
-            break
-        off, t, t_next = tri.march_next(o[alive], d[alive], t_cur[alive], tfar[alive], dt, bits, AABB, 11)
-        for j, r in enumerate(alive.tolist()):
-            per_ray[r] += t[off[j]:off[j + 1]].tolist()
-        t_cur[alive] = t_next
-        alive = alive[t_next < tfar[alive]]
-    flat = torch.tensor([v for r in per_ray for v in r])
+    flat = walk_in_rounds(tri.march_next, o, d, tnear, tfar, dt, bits, AABB, 11)
     assert flat.numel() == t_all.numel()
     torch.testing.assert_close(flat, t_all, rtol=0, atol=2e-5)
 
