@@ -10,9 +10,9 @@ its receptive field). ``"bottleneck"`` puts an instance norm with a learned affi
 after every conv at the lowest resolution (the last stride-2 conv and both convs of
 each residual block), as the multistyle26 teacher does at every layer: the teacher's
 look depends on each frame's statistics, and a student without them cannot follow it
-(freezing the teacher's own norms to a scene's average statistics costs it 18 dB at
-the bottleneck, 0.5-3 dB at full and half resolution; see
-:mod:`latentscape.stylize.inherit`). At the bottleneck the reductions run on 1/16 of
+(inherited from the teacher before any training: 27.6 dB on the demo with the
+bottleneck norms live, 16.6 dB with them frozen too; ``tools/benchmarks/student_design.py``;
+see :mod:`latentscape.stylize.inherit`). At the bottleneck the reductions run on 1/16 of
 the pixels, so they stay cheap.
 
 Weights live in ``<stem>.safetensors`` beside ``<stem>.json`` (the config plus
