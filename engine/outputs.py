@@ -9,7 +9,7 @@ distill, the make_adapter and demo_layer recipes):
   JSON with the command and the top-level entries written). A single-file output
   (MP4, an adapter) is written to a hidden temporary sibling and renamed. On any
   failure (an exception, a full disk, SIGINT, SIGTERM turned into ``SystemExit`` by
-  :func:`exit_on_sigterm`) the temporary output is removed, and so are the parent
+  :mod:`latentscape.interrupts`) the temporary output is removed, and so are the parent
   folders this output created; an output that was there before stays untouched.
 * **Refusals** (:class:`OutputError`, before any work): an existing output without
   ``force``; with ``force``, a non-empty folder without the marker or holding entries
@@ -29,7 +29,6 @@ import errno
 import json
 import os
 import shutil
-import signal
 import stat
 import tempfile
 import threading
@@ -349,21 +348,3 @@ def _abort_live() -> None:
     """Backstop at interpreter exit: any output still being written is removed."""
     for st in list(_LIVE):
         st.abort()
-
-
-def _sigterm(signum, frame) -> None:  # noqa: ARG001
-    raise SystemExit(128 + signum)
-
-
-def exit_on_sigterm() -> bool:
-    """SIGTERM -> ``SystemExit(143)`` in the main thread (when SIGTERM still has its default
-    action), so ``finally``/abort paths remove partial outputs. True if installed."""
-    if threading.current_thread() is not threading.main_thread():
-        return False
-    try:
-        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-            signal.signal(signal.SIGTERM, _sigterm)
-            return True
-    except (ValueError, OSError):
-        pass
-    return False

@@ -324,6 +324,86 @@ def test_signal_during_render_removes_the_partial(tiny, tmp_path, sig):
     assert _files(tmp_path) == [], "the hidden partial or the created folder was left"
 
 
+
+def _run_module(tmp_path: Path, body: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """``body`` as a module run with ``python -m`` (the form whose exit status CPython rewrites)."""
+    (tmp_path / "prog.py").write_text("import os, signal, sys, time\n"
+                                      "from latentscape import interrupts\n"
+                                      "interrupts.install()\n" + body)
+    return subprocess.run([sys.executable, "-m", "prog"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_ctrl_c_inside_generated_code_still_exits_130(tmp_path):
+    """numba and scipy run generated code with exec(str); a bare KeyboardInterrupt leaving one made
+    ``python -m latentscape.tools.cli`` die by SIGINT (-2, no message) after handling it (CI, twice)."""
+    proc = _run_module(tmp_path, (
+        "try:\n"
+        "    exec('import os, signal, time\\nos.kill(os.getpid(), signal.SIGINT)\\n'\n"
+        "         't = time.monotonic()\\nwhile time.monotonic() - t < 10: pass')\n"
+        "except KeyboardInterrupt:\n"
+        "    sys.exit(130)\n"
+        "sys.exit(0)\n"))
+    assert proc.returncode == 130, (proc.returncode, proc.stderr)
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_landing_in_a_finalizer_is_not_lost(tmp_path, sig, code):
+    """Python drops an exception raised inside ``__del__`` ("Exception ignored"): a Ctrl-C during a
+    render's first frame (llvmlite finalizers while numba compiles) was lost and the render went on."""
+    proc = _run_module(tmp_path, (
+        "class Dropped:\n"
+        "    def __del__(self):\n"
+        f"        os.kill(os.getpid(), {int(sig)})\n"
+        "        t = time.monotonic()\n"
+        "        while time.monotonic() - t < 0.5: pass  # the handler runs here, inside the finalizer\n"
+        "try:\n"
+        "    Dropped()\n"
+        "    t = time.monotonic()\n"
+        "    while time.monotonic() - t < 20: time.sleep(0.001)\n"
+        "except KeyboardInterrupt:\n"
+        "    sys.exit(130)\n"
+        "sys.exit(0)\n"))
+    assert proc.returncode == code, (proc.returncode, proc.stderr)
+    assert "Exception ignored" not in proc.stderr, proc.stderr
+
+
+def test_ctrl_c_during_a_jit_compile_waits_for_the_compile(tmp_path):
+    """Interrupting numba mid-compile left llvmlite objects half torn down (tracebacks from their
+    finalizers at exit); the signal is held while a numba/llvmlite frame is on the stack."""
+    compiler = tmp_path / "site" / "numba" / "compiler.py"
+    compiler.parent.mkdir(parents=True)
+    compiler.write_text("import os, signal, time\n"
+                        "def compile_kernel():\n"
+                        "    os.kill(os.getpid(), signal.SIGINT)\n"
+                        "    t = time.monotonic()\n"
+                        "    while time.monotonic() - t < 0.5: pass\n"
+                        "    print('compiled', flush=True)\n")
+    proc = _run_module(tmp_path, (
+        "import importlib.util\n"
+        f"spec = importlib.util.spec_from_file_location('fake_compiler', {str(compiler)!r})\n"
+        "mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)\n"
+        "try:\n"
+        "    mod.compile_kernel()\n"
+        "    t = time.monotonic()\n"
+        "    while time.monotonic() - t < 20: time.sleep(0.001)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', flush=True)\n"
+        "    sys.exit(130)\n"))
+    assert proc.returncode == 130, (proc.returncode, proc.stderr)
+    assert proc.stdout.split() == ["compiled", "interrupted"]
+
+
+def test_interrupt_handlers_leave_an_ignored_sigint_alone(tmp_path):
+    """A background job starts with SIGINT ignored; installing must not make it interruptible."""
+    proc = subprocess.run([sys.executable, "-c", (
+        "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "from latentscape import interrupts; interrupts.install()\n"
+        "assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN\n"
+        "assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL\n")], capture_output=True, text=True,
+        timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
 # ---- class 5: serve authenticates first, caps bodies, redacts secrets, confines reloads -------
 
 TOKEN = "s3cret-token"

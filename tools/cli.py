@@ -42,21 +42,20 @@ def main(argv: list[str] | None = None) -> None:
 
     Usage errors are reported by typer (exit 2). A :class:`LatentscapeError` is
     printed without a traceback and exits with its ``exit_code``. SIGTERM exits with
-    143 and SIGINT with 1 ("Aborted!"), after every output being written is removed.
+    143 and SIGINT (Ctrl-C) with 130, after every output being written is removed
+    (:mod:`latentscape.interrupts`).
     """
-    from latentscape.outputs import exit_on_sigterm
+    from latentscape import interrupts
 
-    exit_on_sigterm()  # SIGTERM -> SystemExit(143): partial outputs are removed on the way out
+    interrupts.install()  # SIGTERM -> exit 143, SIGINT -> 130; partial outputs are removed on the way out
     try:
         app(args=argv, prog_name="latentscape")
     except LatentscapeError as err:
         typer.secho(f"error: {err}", err=True, fg=typer.colors.RED)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
-        # click turns a Ctrl-C inside a command into "Aborted!" + exit 1; one that lands outside its
-        # handler (CI saw a render die by SIGINT, exit -2, once in many runs) gets the same exit here
-        typer.echo("Aborted!", err=True)
-        sys.exit(1)
+        # typer turns a Ctrl-C inside a command into exit 130; one that lands outside it gets the same
+        sys.exit(130)
 
 
 if __name__ == "__main__":

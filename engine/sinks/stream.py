@@ -41,7 +41,6 @@ import glob
 import logging
 import os
 import queue
-import signal
 import threading
 import time
 import weakref
@@ -52,31 +51,14 @@ from typing import Any
 import numpy as np
 
 from latentscape.errors import OutputError
+from latentscape.interrupts import exit_on_sigterm
 from latentscape.outputs import check_output, make_parents, remove_created
 from latentscape.sinks.base import FrameSink
 
 log = logging.getLogger("latentscape.sinks.stream")
 
 _OPEN_SINKS: "weakref.WeakSet[_EncodedStreamSink]" = weakref.WeakSet()
-_SIGTERM_INSTALLED = False
 _STOP = object()
-
-
-def _sigterm(signum, frame) -> None:  # noqa: ARG001
-    raise SystemExit(128 + signum)
-
-
-def _install_sigterm() -> None:
-    """SIGTERM -> SystemExit in the main thread, so sinks are closed by ``finally``/atexit."""
-    global _SIGTERM_INSTALLED
-    if _SIGTERM_INSTALLED or threading.current_thread() is not threading.main_thread():
-        return
-    try:
-        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-            signal.signal(signal.SIGTERM, _sigterm)
-    except (ValueError, OSError):  # not the main interpreter / unsupported
-        return
-    _SIGTERM_INSTALLED = True
 
 
 @atexit.register
@@ -179,7 +161,7 @@ class _EncodedStreamSink(FrameSink):
         self._thread = threading.Thread(target=self._send_loop, name=f"stream-sink {self.label}", daemon=True)
         self._thread.start()
         _OPEN_SINKS.add(self)
-        _install_sigterm()
+        exit_on_sigterm()  # SIGTERM -> SystemExit: sinks are closed by finally/atexit
 
     def write(self, rgb: np.ndarray) -> None:
         if self._closed or self._q is None:
