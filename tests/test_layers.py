@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = {"engine": "latentscape", "kernels": "latentscape.kernels", "plugins": "latentscape.plugins",
            "tools": "latentscape.tools"}
 
-BASE = ("latentscape", "latentscape.errors", "latentscape.config", "latentscape.outputs")
+BASE = ("latentscape", "latentscape.errors", "latentscape.config", "latentscape.outputs", "latentscape.interrupts")
 """Importable from every layer (and importing nothing but each other)."""
 LAYERS = {
     0: ("latentscape.kernels",),
