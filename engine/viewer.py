@@ -149,10 +149,14 @@ class ViewerCore:
     Kept apart so that it is testable headless."""
 
     def __init__(self, scene: Path | None = None, *, width: int = 256, height: int = 256, target_fps: float = 10.0,
-                 device: str = "cpu", backend: str | None = None, dynamic: bool = True):
+                 device: str = "cpu", backend: str | None = None, dynamic: bool = True, stylize: bool = True,
+                 stylizer: str | Path | None = None):
+        """``stylize=False``: no stylizer; ``stylizer``: run this one instead of the scene's
+        ``[stylizer]`` (e.g. an exported ``student.onnx``), kept across reloads."""
         from latentscape.frame import DynamicResolution
 
         self.scene_path = Path(scene) if scene is not None else None
+        self.stylize, self.stylizer = stylize, stylizer
         self.width, self.height = width, height
         self.device, self.backend = device, backend
         self.dynres = DynamicResolution(target_fps) if dynamic else None
@@ -169,7 +173,8 @@ class ViewerCore:
         from latentscape.clock import WallClock
         from latentscape.session import Session
 
-        self.session = Session.open(path, device=self.device, backend=self.backend, clock=WallClock())
+        self.session = Session.open(path, device=self.device, backend=self.backend, clock=WallClock(),
+                                    stylize=self.stylize, stylizer=self.stylizer)
         self._scene_changed()
 
     def _scene_changed(self) -> None:

@@ -131,6 +131,51 @@ def test_core_adapters_paths_activity(scene):
     core.close()
 
 
+def test_core_runs_the_stylizer_it_is_given(scene, tmp_path):
+    """``latentscape view --stylizer`` (a student, or its ONNX export run by onnxruntime) and
+    ``--no-stylize``: the frames are the stylizer's, and a reload keeps the choice."""
+    import torch
+
+    from latentscape.stylize.student import StudentConfig, StudentNet, save_student
+
+    torch.manual_seed(0)
+    net = StudentNet(StudentConfig(base_channels=4, num_residual=1, stem_kernel=3))
+    student = tmp_path / "student"
+    save_student(net, student / "student")
+    plain = ViewerCore(scene, width=16, height=16, dynamic=False, stylize=False)
+    cam = plain.rig.camera(16, 16)
+    raw = plain.step(cam).rgb
+    assert plain.loop.stylizer is None
+    plain.close()
+
+    core = ViewerCore(scene, width=16, height=16, dynamic=False, stylizer=student)
+    styled = core.step(cam).rgb
+    with torch.no_grad():
+        want = net(torch.from_numpy(raw).permute(2, 0, 1)[None].float() / 255)[0].permute(1, 2, 0).numpy()
+    assert np.abs(styled.astype(float) - want * 255).max() <= 3  # raw was quantised to 8 bits before
+    assert core.reload() and core.loop.stylizer.name.startswith("student")
+    core.close()
+
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from latentscape.export import export_student
+
+    onnx_path = tmp_path / "student.onnx"
+    export_student(net, onnx_path, multiple=4, sample=torch.rand(1, 3, 16, 16))
+    core = ViewerCore(scene, width=16, height=16, dynamic=False, stylizer=onnx_path)
+    assert np.abs(core.step(cam).rgb.astype(int) - styled.astype(int)).max() <= 1
+    core.close()
+
+
+def test_view_refuses_a_stylizer_with_no_stylize(scene, tmp_path):
+    from typer.testing import CliRunner
+
+    from latentscape.tools.cli import app
+
+    r = CliRunner().invoke(app, ["view", str(scene), "--no-stylize", "--stylizer", str(tmp_path / "s.onnx")])
+    assert r.exit_code != 0
+    assert "contradict" in str(r.exception) + r.output
+
 def test_hot_reload_keeps_old_scene_on_failure(scene):
     core = ViewerCore(scene, width=16, height=16, dynamic=False)
     version = core.scene.version

@@ -144,6 +144,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--max-seconds", type=float, default=480.0)
     ap.add_argument("--demo-frames", type=int, default=48, help="0: skip the demo render")
     ap.add_argument("--viewer-size", type=int, default=128, help="0: skip the viewer")
+    ap.add_argument("--viewer-stylizer", type=Path, default=None,
+                    help="the viewer runs this stylizer instead of the demo's (e.g. an exported student.onnx)")
     ap.add_argument("--kernels", action="store_true", help="also time the CPU kernels against the torch references")
     ap.add_argument("--out", type=Path, default=Path("out/bench"))
     args = ap.parse_args(argv)
@@ -167,7 +169,7 @@ def main(argv=None) -> dict:
     if args.viewer_size:
         from latentscape.tools.benchmarks.delivery import bench_viewer
 
-        res["viewer"] = bench_viewer(args.viewer_size, 24, 30.0, 5.0)
+        res["viewer"] = bench_viewer(args.viewer_size, 24, 30.0, 5.0, stylizer=args.viewer_stylizer)
         print("viewer", json.dumps(res["viewer"]), flush=True)
     if args.kernels:
         res["kernels"] = bench_kernels()

@@ -35,10 +35,10 @@ def rss_mb() -> float:
     return float("nan")
 
 
-def bench_viewer(size: int, frames: int, target_fps: float, dyn_s: float) -> dict:
+def bench_viewer(size: int, frames: int, target_fps: float, dyn_s: float, stylizer=None) -> dict:
     from latentscape.viewer import PER_PIXEL_STAGES, ViewerCore
 
-    core = ViewerCore(None, width=size, height=size, target_fps=target_fps)
+    core = ViewerCore(None, width=size, height=size, target_fps=target_fps, stylizer=stylizer)
     cam = core.rig.camera(size, size)
     core.step(cam)  # warm-up (the first frame also waits for the first GAN texture)
     stages = core.loop.stages

@@ -18,6 +18,8 @@ def register(app: typer.Typer) -> None:
         device: Annotated[str, typer.Option(help="torch device.")] = "cpu",
         backend: Annotated[Optional[str], typer.Option(help="auto, torch, triton or tcnn (default: the scene's).")] = None,
         hud: Annotated[bool, typer.Option("--hud/--no-hud", help="Show fps, stage times, adapters, guardrails.")] = True,
+        stylize: Annotated[bool, typer.Option("--stylize/--no-stylize", help="Apply the scene's stylizer, if it has one.")] = True,
+        stylizer: Annotated[Optional[Path], typer.Option(help="Use this stylizer instead of [stylizer] (its mix is not applied): a distilled student, or an exported student.onnx / `latentscape export` folder (run by onnxruntime, faster on the CPU).")] = None,
     ) -> None:
         """Interactive viewer: drag to turn, wheel to zoom, WASD to move, TAB fly/orbit, C paths, 1-9 adapters, P screenshot."""
         from latentscape.errors import ConfigError
@@ -30,7 +32,10 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("the viewer needs pyglet", hint="pip install 'latentscape[viewer]'") from None
         from latentscape.viewer import Viewer, ViewerCore
 
-        core = ViewerCore(scene, width=width, height=height, target_fps=target_fps, device=device, backend=backend)
+        if stylizer is not None and not stylize:
+            raise ConfigError("--stylizer and --no-stylize contradict each other", hint="drop one of them")
+        core = ViewerCore(scene, width=width, height=height, target_fps=target_fps, device=device, backend=backend,
+                          stylize=stylize, stylizer=stylizer)
         try:
             viewer = Viewer(core, hud=hud)
         except Exception as err:  # pyglet raises its own types when no display / GL is there
