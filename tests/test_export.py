@@ -93,7 +93,13 @@ def test_load_stylizer_dispatches_and_render_uses_onnx(exported, scene, tmp_path
 
     out, _ = exported
     assert isinstance(load_stylizer(out / "student.int8.onnx"), OnnxStylizer)
-    assert isinstance(load_stylizer(out), OnnxStylizer)
+    in_loop = load_stylizer(out)
+    assert isinstance(in_loop, OnnxStylizer)
+    # in a frame loop onnxruntime's threads must sleep between runs, not spin on the NeRF's cores
+    spin = "session.intra_op.allow_spinning"
+    assert in_loop.session.get_session_options().get_session_config_entry(spin) == "0"
+    with pytest.raises(RuntimeError, match="does not have configuration"):  # alone: onnxruntime's default
+        OnnxStylizer.load(out, spinning=True).session.get_session_options().get_session_config_entry(spin)
     frames = tmp_path / "frames"
     res = CliRunner().invoke(app, ["render", str(scene), "--out", str(frames), "--stylizer", str(out / "student.onnx"),
                                    "--frames", "2"])

@@ -39,7 +39,7 @@ def load_stylizer(path: str | Path, *, device: str | torch.device = "cpu", half:
                               hint="drop the diffusion options / half=True")
         from latentscape.stylize.onnx import OnnxStylizer
 
-        return OnnxStylizer.load(p)
+        return OnnxStylizer.load(p, spinning=False)  # a frame loop: leave the cores to the NeRF between runs
     if p.is_dir() and (p / "model_index.json").is_file():
         from latentscape.stylize.diffusion import DiffusionConfig, DiffusionStylizer
 

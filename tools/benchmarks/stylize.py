@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from latentscape.stylize import StudentNet, StudentStylizer, load_stylizer
+    from latentscape.stylize.onnx import OnnxStylizer, is_onnx_path
     from latentscape.stylize.teachers import teacher_from_spec
 
     if args.threads:
@@ -52,7 +53,11 @@ def main(argv: list[str] | None = None) -> int:
                      "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None, "rows": []}
     g = torch.Generator().manual_seed(0)
     teacher = teacher_from_spec(args.teacher, threads=args.threads)
-    student_cpu = (load_stylizer(args.student) if args.student else StudentStylizer(StudentNet()))
+    if args.student is not None and is_onnx_path(args.student):
+        # alone on the CPU: let onnxruntime's threads spin (the frame loop turns spinning off)
+        student_cpu = OnnxStylizer.load(args.student, threads=args.threads, spinning=True)
+    else:
+        student_cpu = load_stylizer(args.student) if args.student else StudentStylizer(StudentNet())
     net = getattr(student_cpu, "net", None)  # None for an exported (.onnx) student: CPU rows only
     label = "onnx-st" if net is None else "student"
 
