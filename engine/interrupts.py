@@ -38,7 +38,7 @@ import signal
 import sys
 import threading
 
-__all__ = ["Interrupted", "Terminated", "install", "exit_on_sigterm"]
+__all__ = ["Interrupted", "Terminated", "exit_on_sigterm", "install"]
 
 REDELIVER_AFTER_S = 0.01
 

@@ -46,6 +46,26 @@ def _cli(args: list, **kw):
 # ---- class 3: --force replaces only what latentscape wrote ---------------------------------
 
 
+def test_save_trained_scene_overwrites_only_a_bundle_it_wrote(tmp_path):
+    """``overwrite=True`` (``make_tiny_scene``'s default) used to ``rmtree`` whatever was at ``out``."""
+    from latentscape.scene.bundle import load_scene
+    from latentscape.testing import make_tiny_scene
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    with pytest.raises(OutputError, match="no .latentscape-output marker"):
+        make_tiny_scene(mine)
+    assert [p.name for p in mine.iterdir()] == ["thesis.tex"]
+    assert _files(tmp_path) == ["mine", "mine/thesis.tex"], "a partial bundle was left beside it"
+
+    scene = make_tiny_scene(tmp_path / "scene", seed=0)
+    first = load_scene(scene).version
+    make_tiny_scene(scene, seed=1)  # a bundle it wrote: replaced
+    assert load_scene(scene).version != first
+    with pytest.raises(OutputError, match="already exists"):
+        make_tiny_scene(scene, overwrite=False)
+
 def test_force_refuses_folders_latentscape_did_not_write(tmp_path):
     mine = tmp_path / "mine"
     mine.mkdir()

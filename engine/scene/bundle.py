@@ -23,8 +23,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -347,58 +345,52 @@ class SceneDraft:
 
 
 def save_trained_scene(draft: SceneDraft, out: str | Path, *, overwrite: bool = False) -> Path:
-    """Write a bundle atomically: into a temporary folder beside ``out``, then renamed."""
-    from safetensors.torch import save_file
-
-    from latentscape.errors import OutputError
+    """Write a bundle atomically (:func:`latentscape.outputs.staged`: a hidden temporary folder
+    beside ``out``, renamed into place with the output marker). ``overwrite`` replaces only
+    what latentscape wrote (an empty folder, or a folder with the marker): any other folder
+    is refused with an :class:`OutputError`, never deleted."""
+    from latentscape.outputs import staged
 
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise OutputError("already exists", path=out, hint="choose another --out or pass --force to replace it")
-    parent = out.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))
-    except OSError as err:
-        raise OutputError(f"cannot write here: {err.strerror}", path=parent, hint="choose a writable --out") from None
-    try:
-        fld = draft.field
-        tensors = {k: v.detach().cpu().contiguous() for k, v in fld.state_dict().items()}
-        if draft.half_precision_grid:
-            # tiny-cuda-nn keeps grid parameters in fp16 on GPUs that support it; so do we on disk.
-            tensors["grid"] = tensors["grid"].half()
-        tensors["occupancy.bitfield"] = draft.grid.bitfield.detach().cpu().reshape(-1).to(torch.uint8)
-        save_file(tensors, str(tmp / "field.safetensors"), metadata={"format": "latentscape-field-1"})
-        paths = {}
-        for name, cp in draft.camera_paths.items():
-            (tmp / "cameras").mkdir(exist_ok=True)
-            (tmp / "cameras" / f"{name}.json").write_text(json.dumps(cp.to_json(), indent=1))
-            paths[name] = f"cameras/{name}.json"
-        for rel, data in draft.extra_files.items():
-            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            (tmp / rel).write_bytes(data)
-        rc = dataclasses.asdict(draft.render_config)
-        cfg = {
-            "scene": {"name": draft.name, "format": SCENE_FORMAT, "description": draft.description, "up": list(draft.up)},
-            "field": {
-                "weights": "field.safetensors",
-                "backend": "auto",
-                "config": fld.config.to_dict(),
-                "normalization": {"center": [float(v) for v in draft.center.tolist()], "scale": float(draft.scale)},
-                "occupancy": {"resolution": draft.grid.resolution, "levels": draft.grid.levels},
-            },
-            "render": {**rc, "background": list(draft.background), "width": draft.width, "height": draft.height, "fps": draft.fps},
-            "cameras": {"default": next(iter(paths), None), "paths": paths} if paths else {"paths": {}},
-            **draft.extra_config,
-        }
-        if cfg["cameras"].get("default") is None:
-            cfg["cameras"].pop("default", None)
-        (tmp / "scene.toml").write_text(tomli_w.dumps(cfg))
-        write_lock(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with staged(out, kind="dir", force=overwrite, command="save_trained_scene") as tmp:
+        _write_bundle(draft, tmp)
     return out
+
+
+def _write_bundle(draft: SceneDraft, tmp: Path) -> None:
+    """The bundle's files, into the (empty) folder ``tmp``."""
+    from safetensors.torch import save_file
+
+    fld = draft.field
+    tensors = {k: v.detach().cpu().contiguous() for k, v in fld.state_dict().items()}
+    if draft.half_precision_grid:
+        # tiny-cuda-nn keeps grid parameters in fp16 on GPUs that support it; so do we on disk.
+        tensors["grid"] = tensors["grid"].half()
+    tensors["occupancy.bitfield"] = draft.grid.bitfield.detach().cpu().reshape(-1).to(torch.uint8)
+    save_file(tensors, str(tmp / "field.safetensors"), metadata={"format": "latentscape-field-1"})
+    paths = {}
+    for name, cp in draft.camera_paths.items():
+        (tmp / "cameras").mkdir(exist_ok=True)
+        (tmp / "cameras" / f"{name}.json").write_text(json.dumps(cp.to_json(), indent=1))
+        paths[name] = f"cameras/{name}.json"
+    for rel, data in draft.extra_files.items():
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / rel).write_bytes(data)
+    rc = dataclasses.asdict(draft.render_config)
+    cfg = {
+        "scene": {"name": draft.name, "format": SCENE_FORMAT, "description": draft.description, "up": list(draft.up)},
+        "field": {
+            "weights": "field.safetensors",
+            "backend": "auto",
+            "config": fld.config.to_dict(),
+            "normalization": {"center": [float(v) for v in draft.center.tolist()], "scale": float(draft.scale)},
+            "occupancy": {"resolution": draft.grid.resolution, "levels": draft.grid.levels},
+        },
+        "render": {**rc, "background": list(draft.background), "width": draft.width, "height": draft.height, "fps": draft.fps},
+        "cameras": {"default": next(iter(paths), None), "paths": paths} if paths else {"paths": {}},
+        **draft.extra_config,
+    }
+    if cfg["cameras"].get("default") is None:
+        cfg["cameras"].pop("default", None)
+    (tmp / "scene.toml").write_text(tomli_w.dumps(cfg))
+    write_lock(tmp)
