@@ -237,6 +237,15 @@ _LIVE: "weakref.WeakSet[Staged]" = weakref.WeakSet()
 _LIVE_LOCK = threading.Lock()
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()  # read once at import (os.umask can only be read by setting it)
+
+
 class Staged:
     """One output being written: ``begin()`` -> a temporary path to write, ``commit()``
     renames it into place (with the marker for a folder), ``abort()`` removes it and the
@@ -276,6 +285,9 @@ class Staged:
             raise RuntimeError("commit() without begin()")
         try:
             check_output(self.out, force=self.force, kind=self.kind)  # again: the output may have changed meanwhile
+            # mkdtemp/mkstemp made it private (0700 / 0600); the output gets the modes a plain
+            # mkdir/open would have given it under this process's umask
+            os.chmod(self.tmp, 0o777 & ~_UMASK if self.kind == "dir" else 0o666 & ~_UMASK)
             if self.kind == "dir":
                 write_marker(self.tmp, self.command)
                 old = None

@@ -66,6 +66,21 @@ def test_save_trained_scene_overwrites_only_a_bundle_it_wrote(tmp_path):
     with pytest.raises(OutputError, match="already exists"):
         make_tiny_scene(scene, overwrite=False)
 
+def test_outputs_get_the_modes_of_a_plain_mkdir_and_open(tmp_path):
+    """Staged outputs came out 0700 / 0600 (mkdtemp / mkstemp): a render on shared storage was
+    unreadable to the web server or the other farm users."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    with staged(tmp_path / "frames", command="test") as tmp:
+        (tmp / "a.png").write_bytes(b"png")
+    with staged(tmp_path / "v.mp4", kind="file", command="test") as tmp:
+        tmp.write_bytes(b"mp4")
+    plain_dir, plain_file = tmp_path / "plain", tmp_path / "plain.bin"
+    plain_dir.mkdir()
+    plain_file.write_bytes(b"x")
+    assert (tmp_path / "frames").stat().st_mode & 0o777 == plain_dir.stat().st_mode & 0o777 == 0o777 & ~mask
+    assert (tmp_path / "v.mp4").stat().st_mode & 0o777 == plain_file.stat().st_mode & 0o777 == 0o666 & ~mask
+
 def test_force_refuses_folders_latentscape_did_not_write(tmp_path):
     mine = tmp_path / "mine"
     mine.mkdir()
