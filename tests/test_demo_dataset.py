@@ -176,3 +176,71 @@ def test_cli_blender_command_passes_the_mesh_and_splits(monkeypatch, tmp_path, c
     assert seen["asset"] == tmp_path / "cow.off"
     assert (seen["size"], seen["n_train"], seen["n_val"], seen["n_test"], seen["seed"]) == (100, 60, 0, 12, 5)
     assert "72 views, 100x100" in capsys.readouterr().out
+
+
+def _fake_blender(fail_after: int | None = None):
+    """Stands in for ``_run_blender``: writes what tools/blender_views.py writes (images, result.json)."""
+
+    def run(blender, job_path, n_frames, log_path, progress):
+        job = json.loads(job_path.read_text())
+        log_path.write_text("fake blender\n")
+        out = dd.Path(job["out_dir"])
+        for k, frame in enumerate(job["frames"]):
+            if fail_after is not None and k == fail_after:
+                raise DatasetError("blender failed (exit 3): boom", path=log_path)
+            (out / frame["file_path"]).write_bytes(b"\x89PNG fake")
+        h = job["height"]
+        fl = 0.5 * h / math.tan(math.radians(job["fov_y_deg"]) / 2)
+        result = {"camera": {"lens_mm": fl * 24.0 / h, "sensor_height_mm": 24.0, "shift": [0.0, 0.0], "width": h,
+                             "height": h},
+                  "frames": [{"matrix_world": f["transform_matrix"]} for f in job["frames"]],
+                  "asset": {"bounds": [[-1, -1, -1], [1, 1, 1]], "scale": 1.0}, "blender_version": "fake",
+                  "render": {"view_transform": "Standard"}}
+        dd.Path(job["result"]).write_text(json.dumps(result))
+
+    return run
+
+
+@pytest.fixture
+def fake_tools(monkeypatch, tmp_path):
+    asset, hdri = tmp_path / "truck.glb", tmp_path / "sky.exr"
+    asset.write_bytes(b"glb")
+    hdri.write_bytes(b"exr")
+    monkeypatch.setattr(dd, "find_blender", lambda b=None: dd.Path("/usr/bin/blender"))
+    monkeypatch.setattr(dd, "find_asset", lambda a=None: asset)
+    monkeypatch.setattr(dd, "find_hdri", lambda h=None: hdri)
+    return monkeypatch
+
+
+def _tree(root):
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
+
+
+def test_dataset_is_written_whole_or_not_at_all(fake_tools, tmp_path):
+    """The dataset used to be rendered in place: a failed or interrupted run left a folder of some
+    images and no transforms.json, and a second run wrote over any folder without asking."""
+    out = tmp_path / "data" / "ds"
+    fake_tools.setattr(dd, "_run_blender", _fake_blender(fail_after=2))
+    before = _tree(tmp_path)
+    with pytest.raises(DatasetError, match="boom") as err:
+        dd.build_demo_dataset(out, n_train=3, n_val=1, n_test=1, size=16, progress=False)
+    assert _tree(tmp_path) == before, "a partial dataset (or its created parent) was left"
+    assert err.value.path.is_file() and "fake blender" in err.value.path.read_text()  # the log survives, named
+    err.value.path.unlink()
+
+    fake_tools.setattr(dd, "_run_blender", _fake_blender())
+    path = dd.build_demo_dataset(out, n_train=3, n_val=1, n_test=1, size=16, progress=False)
+    assert path == out.resolve() / "transforms.json"
+    doc = json.loads(path.read_text())
+    assert len(doc["frames"]) == 5 and (out / "blender.log").read_text() == "fake blender\n"
+    assert all((out / f["file_path"]).is_file() for f in doc["frames"])
+    with pytest.raises(dd.OutputError, match="already exists"):
+        dd.build_demo_dataset(out, n_train=3, size=16, progress=False)
+    dd.build_demo_dataset(out, n_train=2, n_val=0, n_test=1, size=16, progress=False, force=True)
+    assert len(json.loads(path.read_text())["frames"]) == 3
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    with pytest.raises(dd.OutputError, match="marker"):
+        dd.build_demo_dataset(mine, n_train=2, size=16, progress=False, force=True)
+    assert _tree(mine) == ["notes.txt"]

@@ -62,6 +62,7 @@ from pathlib import Path
 import numpy as np
 
 from latentscape.errors import DatasetError, OutputError
+from latentscape.outputs import check_output, staged
 
 BLENDER_SCRIPT = Path(__file__).with_name("blender_views.py")
 
@@ -344,8 +345,14 @@ def build_demo_dataset(out: str | Path, *, size: int = 128, n_train: int = 100, 
                        n_test: int = 10, samples: int = 32, seed: int = 0, radius: float = 4.0,
                        fov_y_deg: float = 40.0, blender: str | Path | None = None,
                        asset: str | Path | None = None, hdri: str | Path | None = None,
-                       threads: int | None = None, progress: bool = True) -> Path:
-    """Render the dataset into ``out`` and return the path of its ``transforms.json``."""
+                       threads: int | None = None, progress: bool = True, force: bool = False) -> Path:
+    """Render the dataset into ``out`` and return the path of its ``transforms.json``.
+
+    ``out`` is written like every latentscape output (:mod:`latentscape.outputs`): staged
+    in a hidden folder and renamed into place when complete; an existing output is
+    refused unless ``force`` (and then only one latentscape wrote is replaced). On a
+    failure nothing is left at ``out``; blender's log stays in the temporary folder the
+    error names."""
     if size < 8 or n_train < 1 or n_val < 0 or n_test < 0 or samples < 1:
         raise DatasetError(f"bad settings: size={size} train={n_train} val={n_val} test={n_test} samples={samples}",
                            hint="size >= 8, train >= 1, val and test >= 0, samples >= 1")
@@ -353,10 +360,24 @@ def build_demo_dataset(out: str | Path, *, size: int = 128, n_train: int = 100, 
     asset_path = find_asset(asset)
     hdri_path = find_hdri(hdri)
     out = Path(out).resolve()
-    try:
-        (out / "images").mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputError(f"cannot create the output folder: {err.strerror}", path=out) from err
+    check_output(out, force=force, kind="dir")  # refuse before minutes of rendering
+    # blender's log lives outside the output: a failed run leaves no partial dataset, but its log stays
+    fd, log_name = tempfile.mkstemp(prefix="latentscape-blender-", suffix=".log")
+    os.close(fd)
+    log_path = Path(log_name)
+    with staged(out, kind="dir", force=force, command="dataset") as root:
+        _render_dataset(root, log_path, size=size, n_train=n_train, n_val=n_val, n_test=n_test, samples=samples,
+                        seed=seed, radius=radius, fov_y_deg=fov_y_deg, blender_path=blender_path,
+                        asset_path=asset_path, hdri_path=hdri_path, threads=threads, progress=progress)
+    log_path.unlink(missing_ok=True)
+    return out / "transforms.json"
+
+
+def _render_dataset(out: Path, log_path: Path, *, size: int, n_train: int, n_val: int, n_test: int, samples: int,
+                    seed: int, radius: float, fov_y_deg: float, blender_path: Path, asset_path: Path, hdri_path: Path,
+                    threads: int | None, progress: bool) -> None:
+    """Render into the (empty, staged) folder ``out``; blender writes its log to ``log_path``."""
+    (out / "images").mkdir()
 
     splits = frame_paths(n_train, n_val, n_test)
     paths = splits["train"] + splits["val"] + splits["test"]
@@ -374,9 +395,9 @@ def build_demo_dataset(out: str | Path, *, size: int = 128, n_train: int = 100, 
             "frames": [{"file_path": p, "transform_matrix": m.tolist()} for p, m in zip(paths, poses)],
         }
         job_path.write_text(json.dumps(job), encoding="utf-8")
-        _run_blender(blender_path, job_path, len(paths), out / "blender.log", progress)
+        _run_blender(blender_path, job_path, len(paths), log_path, progress)
         if not result_path.is_file():
-            raise DatasetError("blender finished without writing its result", path=out / "blender.log")
+            raise DatasetError("blender finished without writing its result", path=log_path)
         result = json.loads(result_path.read_text(encoding="utf-8"))
     seconds = time.time() - started
 
@@ -420,8 +441,9 @@ def build_demo_dataset(out: str | Path, *, size: int = 128, n_train: int = 100, 
     check_centred(doc, centre)
     missing = [p for p in paths if not (out / p).is_file()]
     if missing:
-        raise DatasetError(f"{len(missing)} images were not rendered, first {missing[0]}", path=out / "blender.log")
-    return write_transforms(out / "transforms.json", doc)
+        raise DatasetError(f"{len(missing)} images were not rendered, first {missing[0]}", path=log_path)
+    shutil.copyfile(log_path, out / "blender.log")
+    write_transforms(out / "transforms.json", doc)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -28,6 +28,7 @@ def register(app: typer.Typer) -> None:
         asset: Optional[Path] = typer.Option(None, "--asset", help="Asset to render (default: CesiumMilkTruck)."),
         hdri: Optional[Path] = typer.Option(None, "--hdri", help="HDRI .exr (default: blender-data courtyard)."),
         threads: Optional[int] = typer.Option(None, "--threads", help="Cycles render threads (default: all)."),
+        force: bool = typer.Option(False, "--force", help="Replace --out if latentscape wrote it."),
     ) -> None:
         """Render the demo dataset from a real asset with blender (Cycles, CPU); takes minutes.
 
@@ -37,7 +38,7 @@ def register(app: typer.Typer) -> None:
         from latentscape.tools.demo_dataset import build_demo_dataset
 
         path = build_demo_dataset(out, size=size, n_train=train, n_val=val, n_test=test, samples=samples,
-                                  seed=seed, blender=blender, asset=asset, hdri=hdri, threads=threads)
+                                  seed=seed, blender=blender, asset=asset, hdri=hdri, threads=threads, force=force)
         typer.echo(f"wrote {path} ({train + val + test} views, {size}x{size})")
 
     @dataset_app.command("blender")
@@ -55,6 +56,7 @@ def register(app: typer.Typer) -> None:
         blender: Optional[str] = typer.Option(None, "--blender", help="blender executable (default: on PATH)."),
         hdri: Optional[Path] = typer.Option(None, "--hdri", help="HDRI .exr (default: blender-data courtyard)."),
         threads: Optional[int] = typer.Option(None, "--threads", help="Cycles render threads (default: all)."),
+        force: bool = typer.Option(False, "--force", help="Replace --out if latentscape wrote it."),
     ) -> None:
         """Render a posed dataset of any mesh file with blender (Cycles, CPU), as `dataset demo` does.
 
@@ -64,7 +66,7 @@ def register(app: typer.Typer) -> None:
         from latentscape.tools.demo_dataset import build_demo_dataset
 
         path = build_demo_dataset(out, size=size, n_train=train, n_val=val, n_test=test, samples=samples,
-                                  seed=seed, blender=blender, asset=mesh, hdri=hdri, threads=threads)
+                                  seed=seed, blender=blender, asset=mesh, hdri=hdri, threads=threads, force=force)
         typer.echo(f"wrote {path} ({train + val + test} views, {size}x{size})")
 
     app.add_typer(dataset_app, name="dataset")
