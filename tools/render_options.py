@@ -80,9 +80,9 @@ RENDER_PARAMETERS: dict[str, Any] = {
     "device": Annotated[str, typer.Option(help="torch device.")],
     "backend": Annotated[Optional[str], typer.Option(help="auto, torch, triton or tcnn (default: the scene's).")],
     "stylize": Annotated[bool, typer.Option("--stylize/--no-stylize", help="Apply the scene's stylizer, if it has one.")],
-    "stylizer": Annotated[Optional[Path], typer.Option(help="Use this stylizer instead of [stylizer] (its mix is not applied): a distilled student, an exported student.onnx / student.int8.onnx or `latentscape export` folder (run by onnxruntime), or a diffusers pipeline folder.")],
+    "stylizer": Annotated[Optional[Path], typer.Option(help="Use this stylizer instead of \\[stylizer] (its mix is not applied): a distilled student, an exported student.onnx / student.int8.onnx or `latentscape export` folder (run by onnxruntime), or a diffusers pipeline folder.")],
     "force": Annotated[bool, typer.Option("--force", help="Replace an existing output.")],
-    "audit_log": Annotated[Optional[Path], typer.Option(help="Append guardrail decisions (JSON lines) here; overrides [guardrails] audit_log.")],
+    "audit_log": Annotated[Optional[Path], typer.Option(help="Append guardrail decisions (JSON lines) here; overrides \\[guardrails] audit_log.")],
 }
 """Every option of ``latentscape render`` (name -> annotated type); defaults are :class:`RenderOptions`'."""
 

@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
         backend: Annotated[Optional[str], typer.Option(help="auto, torch, triton or tcnn (default: the scene's).")] = None,
         hud: Annotated[bool, typer.Option("--hud/--no-hud", help="Show fps, stage times, adapters, guardrails.")] = True,
         stylize: Annotated[bool, typer.Option("--stylize/--no-stylize", help="Apply the scene's stylizer, if it has one.")] = True,
-        stylizer: Annotated[Optional[Path], typer.Option(help="Use this stylizer instead of [stylizer] (its mix is not applied): a distilled student, or an exported student.onnx / `latentscape export` folder (run by onnxruntime, faster on the CPU).")] = None,
+        stylizer: Annotated[Optional[Path], typer.Option(help="Use this stylizer instead of \\[stylizer] (its mix is not applied): a distilled student, or an exported student.onnx / `latentscape export` folder (run by onnxruntime, faster on the CPU).")] = None,
     ) -> None:
         """Interactive viewer: drag to turn, wheel to zoom, WASD to move, TAB fly/orbit, C paths, 1-9 adapters, P screenshot."""
         from latentscape.errors import ConfigError
