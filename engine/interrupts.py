@@ -70,21 +70,14 @@ def _later(signum: int) -> None:
     timer.start()
 
 
-def _on_sigint(signum, frame) -> None:
+def _on_signal(signum, frame) -> None:
+    """SIGINT -> :class:`Interrupted`, SIGTERM -> :class:`Terminated`, once no compiler frame is on the stack."""
     if _in_compiler(frame):
         _later(signum)
         return
-    raise Interrupted()
+    raise Interrupted() if signum == signal.SIGINT else Terminated(128 + signum)
 
 
-def _on_sigterm(signum, frame) -> None:
-    if _in_compiler(frame):
-        _later(signum)
-        return
-    raise Terminated(128 + signum)
-
-
-_HOOK_INSTALLED = False
 _previous_hook = sys.unraisablehook
 
 
@@ -105,11 +98,10 @@ def _unraisable(unraisable) -> None:
 
 
 def _install_hook() -> None:
-    global _HOOK_INSTALLED, _previous_hook
-    if not _HOOK_INSTALLED:
+    global _previous_hook
+    if sys.unraisablehook is not _unraisable:
         _previous_hook = sys.unraisablehook
         sys.unraisablehook = _unraisable
-        _HOOK_INSTALLED = True
 
 
 def _replace(signum: int, expected, handler) -> bool:
@@ -132,11 +124,11 @@ def _replace(signum: int, expected, handler) -> bool:
 def exit_on_sigterm() -> bool:
     """SIGTERM -> :class:`Terminated` (exit 143) in the main thread, when SIGTERM still has
     its default action. True if our handler is in place."""
-    return _replace(signal.SIGTERM, signal.SIG_DFL, _on_sigterm)
+    return _replace(signal.SIGTERM, signal.SIG_DFL, _on_signal)
 
 
 def install() -> None:
     """SIGTERM and SIGINT handlers for a command-line run (see the module docstring).
     A signal that is ignored or already has someone else's handler is left alone."""
     exit_on_sigterm()
-    _replace(signal.SIGINT, signal.default_int_handler, _on_sigint)
+    _replace(signal.SIGINT, signal.default_int_handler, _on_signal)

@@ -62,7 +62,7 @@ from pathlib import Path
 import numpy as np
 
 from latentscape.errors import DatasetError, OutputError
-from latentscape.outputs import check_output, staged
+from latentscape.outputs import staged
 
 BLENDER_SCRIPT = Path(__file__).with_name("blender_views.py")
 
@@ -360,12 +360,11 @@ def build_demo_dataset(out: str | Path, *, size: int = 128, n_train: int = 100, 
     asset_path = find_asset(asset)
     hdri_path = find_hdri(hdri)
     out = Path(out).resolve()
-    check_output(out, force=force, kind="dir")  # refuse before minutes of rendering
-    # blender's log lives outside the output: a failed run leaves no partial dataset, but its log stays
-    fd, log_name = tempfile.mkstemp(prefix="latentscape-blender-", suffix=".log")
-    os.close(fd)
-    log_path = Path(log_name)
-    with staged(out, kind="dir", force=force, command="dataset") as root:
+    with staged(out, kind="dir", force=force, command="dataset") as root:  # refuses before any rendering
+        # blender's log lives outside the output: a failed run leaves no partial dataset, but its log stays
+        fd, log_name = tempfile.mkstemp(prefix="latentscape-blender-", suffix=".log")
+        os.close(fd)
+        log_path = Path(log_name)
         _render_dataset(root, log_path, size=size, n_train=n_train, n_val=n_val, n_test=n_test, samples=samples,
                         seed=seed, radius=radius, fov_y_deg=fov_y_deg, blender_path=blender_path,
                         asset_path=asset_path, hdri_path=hdri_path, threads=threads, progress=progress)

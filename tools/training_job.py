@@ -13,7 +13,7 @@ import typer
 
 from latentscape.dataset import load_dataset
 from latentscape.errors import ConfigError
-from latentscape.outputs import check_output, staged
+from latentscape.outputs import check_output
 from latentscape.field.nerf import FieldConfig
 from latentscape.render.camera_path import orbit_path
 from latentscape.render.renderer import RenderConfig
@@ -157,10 +157,7 @@ def run_training(*, data: Path, out: Path, steps, max_seconds, rays, levels, fea
                        center=result.center, scale=result.scale, up=up, width=w, height=h, fps=24.0,
                        description=f"NeRF trained by `latentscape train` from {Path(data).name}",
                        camera_paths={"orbit": orbit}, extra_files=files, extra_config={"training": training})
-    with staged(out, kind="dir", force=force, command="train") as tmp:
-        # save_trained_scene writes its own temporary beside tmp and renames it onto the (empty) tmp;
-        # staged() adds the marker and renames tmp onto out, or removes everything on a failure.
-        save_trained_scene(draft, tmp, overwrite=True)
+    save_trained_scene(draft, out, overwrite=force, command="train")  # staged: complete or absent
     path = out
     typer.echo(f"wrote scene bundle {path} in {time.perf_counter() - clock0:.0f} s")
     return path

@@ -344,15 +344,16 @@ class SceneDraft:
     half_precision_grid: bool = True
 
 
-def save_trained_scene(draft: SceneDraft, out: str | Path, *, overwrite: bool = False) -> Path:
+def save_trained_scene(draft: SceneDraft, out: str | Path, *, overwrite: bool = False,
+                       command: str = "save_trained_scene") -> Path:
     """Write a bundle atomically (:func:`latentscape.outputs.staged`: a hidden temporary folder
     beside ``out``, renamed into place with the output marker). ``overwrite`` replaces only
     what latentscape wrote (an empty folder, or a folder with the marker): any other folder
-    is refused with an :class:`OutputError`, never deleted."""
+    is refused with an :class:`OutputError`, never deleted. ``command`` goes into the marker."""
     from latentscape.outputs import staged
 
     out = Path(out)
-    with staged(out, kind="dir", force=overwrite, command="save_trained_scene") as tmp:
+    with staged(out, kind="dir", force=overwrite, command=command) as tmp:
         _write_bundle(draft, tmp)
     return out
 
